@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/robfig/cron/v3"
+
+	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy"
+	"github.com/stowage/stowage/proxy/prefetch"
+	"github.com/stowage/stowage/storage"
+)
+
+// Bounds of the server's background prefetch jobs.
+const (
+	adminParallelJobs = 2
+	adminKeptJobs     = 100
+)
+
+// adminToken reads the admin API token: admin.token_env first, then
+// admin.token_file. "" disables the admin API.
+func adminToken(a config.Admin) (string, error) {
+	if a.TokenEnv != "" {
+		if v := strings.TrimSpace(os.Getenv(a.TokenEnv)); v != "" {
+			return v, nil
+		}
+	}
+	if a.TokenFile != "" {
+		b, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("admin.token_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", nil
+}
+
+// prefetchService is what serve runs besides the proxy: the job runner
+// behind the admin API and the schedule.
+type prefetchService struct {
+	jobs *prefetch.Jobs
+	cron *cron.Cron
+	log  *slog.Logger
+	mu   sync.Mutex
+	last string // id of the last scheduled job
+}
+
+// newPrefetchService builds the engine and job runner, the handler that
+// serves /api/ (admin API, or 404 when no token is configured) in front of
+// the proxy, and the schedule (not yet started).
+func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, p *proxy.Proxy, store *storage.Store) (*prefetchService, http.Handler, error) {
+	eng, err := prefetch.New(p, store, prefetch.WithLogger(log.With("component", "prefetch")),
+		prefetch.WithRegisterer(reg), prefetch.WithConcurrency(cfg.Prefetch.Concurrency))
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs, err := prefetch.NewJobs(eng, adminParallelJobs, adminKeptJobs)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &prefetchService{jobs: jobs, log: log}
+	token, err := adminToken(cfg.Admin)
+	if err != nil {
+		return nil, nil, err
+	}
+	api := http.NotFoundHandler()
+	if token != "" {
+		api, err = prefetch.NewAdminHandler(jobs, prefetch.AdminOptions{Token: token, Platforms: cfg.Prefetch.Platforms,
+			Check: func(l []prefetch.NamedList) error { return prefetch.CheckRegistries(cfg, l) }})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	// A plain prefix switch rather than a ServeMux: the registry API keeps
+	// its own routing (a ServeMux would redirect uncleaned paths).
+	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		p.ServeHTTP(w, r)
+	})
+	if cfg.Prefetch.Schedule != "" {
+		s.cron = cron.New()
+		if _, err := s.cron.AddFunc(cfg.Prefetch.Schedule, func() { s.scheduled(cfg) }); err != nil {
+			return nil, nil, fmt.Errorf("prefetch.schedule %q: %w", cfg.Prefetch.Schedule, err)
+		}
+	}
+	return s, mux, nil
+}
+
+// start runs the schedule.
+func (s *prefetchService) start() {
+	if s.cron != nil {
+		s.cron.Start()
+		s.log.Info("prefetch schedule started", "entries", len(s.cron.Entries()))
+	}
+}
+
+// close stops the schedule and cancels running jobs.
+func (s *prefetchService) close() {
+	if s.cron != nil {
+		<-s.cron.Stop().Done()
+	}
+	s.jobs.Close()
+}
+
+// scheduled re-reads prefetch.lists and prefetch.images and runs them as a
+// job (tags are resolved again each time), unless the previous scheduled
+// job is still running.
+func (s *prefetchService) scheduled(cfg *config.Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last != "" {
+		if j, ok := s.jobs.Get(s.last); ok && !j.State.Done() {
+			s.log.Warn("scheduled prefetch skipped: the previous one is still running", "job", s.last)
+			return
+		}
+	}
+	lists, images, err := loadLists(cfg, nil)
+	if err == nil {
+		err = prefetch.CheckRegistries(cfg, lists)
+	}
+	if err != nil {
+		s.log.Error("scheduled prefetch", "err", err)
+		return
+	}
+	job, err := s.jobs.Submit("schedule", prefetch.Request{Lists: lists, Images: images,
+		Platforms: cfg.Prefetch.Platforms, InlinePin: "config"})
+	if err != nil {
+		s.log.Error("scheduled prefetch", "err", err)
+		return
+	}
+	s.last = job.ID
+}
+
+// adminClient talks to a running server's admin API.
+type adminClient struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func newAdminClient(server, tokenFile string) (*adminClient, error) {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--server %q: want an http:// or https:// URL", server)
+	}
+	token := os.Getenv("STOWAGE_ADMIN_TOKEN")
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return nil, errors.New("--server needs a token: --token-file or env STOWAGE_ADMIN_TOKEN")
+	}
+	return &adminClient{base: strings.TrimSuffix(server, "/"), token: token, hc: &http.Client{Timeout: time.Minute}}, nil
+}
+
+func (c *adminClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		_ = json.Unmarshal(data, &e)
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+	}
+	return json.Unmarshal(data, out)
+}
+
+// prefetchRemote posts each list as a job to a running server and
+// follows the jobs to their end, printing progress lines to stderr and
+// the reports to stdout.
+func prefetchRemote(ctx context.Context, o prefetchOptions, stdout, stderr io.Writer) error {
+	if len(o.files) == 0 {
+		return errors.New("--server needs -f LIST")
+	}
+	c, err := newAdminClient(o.server, o.tokenFile)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, f := range o.files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		q := url.Values{"name": {filepath.Base(f)}, "platform": o.platforms}
+		var job prefetch.Job
+		if err := c.do(ctx, http.MethodPost, "/api/v1/prefetch?"+q.Encode(), "text/plain", body, &job); err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintf(stderr, "prefetch: %s submitted as job %s\n", f, job.ID)
+		ids = append(ids, job.ID)
+	}
+	failed := false
+	for _, id := range ids {
+		job, err := c.follow(ctx, id, o.progress, stderr)
+		if err != nil {
+			return err
+		}
+		if job.Report == nil {
+			_, _ = fmt.Fprintf(stderr, "prefetch: job %s %s: %s\n", id, job.State, job.Error)
+			failed = true
+			continue
+		}
+		if err := writeReport(job.Report, o.output, stdout); err != nil {
+			var ee exitError
+			if !errors.As(err, &ee) {
+				return err
+			}
+			failed = true
+		}
+	}
+	if failed {
+		return exitError{code: 2}
+	}
+	return nil
+}
+
+// follow polls a job until it ends.
+func (c *adminClient) follow(ctx context.Context, id string, every time.Duration, stderr io.Writer) (prefetch.Job, error) {
+	poll := min(every, time.Second)
+	if poll <= 0 {
+		poll = time.Second
+	}
+	last := time.Now()
+	for {
+		var job prefetch.Job
+		if err := c.do(ctx, http.MethodGet, "/api/v1/prefetch/"+url.PathEscape(id), "", nil, &job); err != nil {
+			return job, err
+		}
+		if job.State.Done() {
+			return job, nil
+		}
+		if time.Since(last) >= every {
+			p := job.Progress
+			_, _ = fmt.Fprintf(stderr, "prefetch: job %s %s: %d/%d images, %s / %s\n", id, job.State, p.ImagesDone, p.Images,
+				prefetch.HumanBytes(p.BytesDone), prefetch.HumanBytes(p.BytesPlanned))
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return job, ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}

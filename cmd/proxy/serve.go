@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy"
+	"github.com/stowage/stowage/proxy/cluster"
+	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/upstream"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "proxy",
+		Short:         "Stowage: a pull-through caching container registry proxy",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "stowage", version)
+			return err
+		},
+	}
+}
+
+func newServeCmd() *cobra.Command {
+	var flags configFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the registry API as a pull-through cache",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := flags.load()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, newLogger(cfg.Log))
+		},
+	}
+	flags.register(cmd)
+	return cmd
+}
+
+// openStore opens the configured cache backend.
+func openStore(cfg *config.Config) (*storage.Store, error) {
+	if cfg.Storage.Driver == "inmemory" {
+		return storage.NewInMemory()
+	}
+	return storage.NewFilesystem(cfg.Storage.Root)
+}
+
+// upstreamFactory builds real upstream clients wired to the proxy's logger
+// and metrics.
+func upstreamFactory(cfg *config.Config, log *slog.Logger, observe func(string, int, int)) proxy.UpstreamFactory {
+	return func(host string, u config.Upstream) (upstream.Registry, error) {
+		return upstream.New(host, u,
+			upstream.WithLogger(log),
+			upstream.WithUserAgent("stowage/"+version),
+			upstream.WithMaxManifestSize(cfg.Cache.MaxManifestSize),
+			upstream.WithRateLimitObserver(observe),
+		)
+	}
+}
+
+// newProxy wires a Proxy over cfg's store; the caller closes both.
+func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*proxy.Proxy, *storage.Store, error) {
+	store, err := openStore(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var p *proxy.Proxy
+	observe := func(host string, limit, remaining int) {
+		if p != nil {
+			p.ObserveRateLimit(host, limit, remaining)
+		}
+	}
+	opts := []proxy.Option{proxy.WithLogger(log), proxy.WithRegistry(reg)}
+	if cfg.Redis.Addr != "" {
+		rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
+		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second)
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		opts = append(opts, proxy.WithCoordinator(leases))
+	}
+	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe), opts...)
+	if err != nil {
+		return nil, nil, errors.Join(err, store.Close())
+	}
+	return p, store, nil
+}
+
+// serve runs the HTTP server until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p, store, err := newProxy(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	defer p.Close()
+	if err := store.CleanStaging(ctx); err != nil {
+		log.Warn("cleaning interrupted fills", "err", err)
+	}
+	pf, handler, err := newPrefetchService(cfg, log, reg, p, store)
+	if err != nil {
+		return err
+	}
+	defer pf.close()
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving", "listen", ln.Addr().String(), "root", cfg.Storage.Root, "driver", cfg.Storage.Driver,
+		"default_upstream", cfg.DefaultUpstream, "version", version)
+	pf.start()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
+		defer cancel()
+		log.Info("shutting down")
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}

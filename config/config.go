@@ -1,0 +1,160 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole Stowage configuration tree. The zero value is not
+// useful: start from Default() and overlay a file with Load or LoadFile.
+type Config struct {
+	// Listen is the address the registry API, /healthz and /metrics listen
+	// on, e.g. ":5000" or "127.0.0.1:5000".
+	Listen string `yaml:"listen"`
+
+	// Storage selects where the cache lives.
+	Storage Storage `yaml:"storage"`
+
+	// DefaultUpstream is the registry host used when a request names no
+	// registry (no ?ns= query and no host in the path). Usually "docker.io".
+	DefaultUpstream string `yaml:"default_upstream"`
+
+	// Upstreams are the registries Stowage may contact, keyed by the logical
+	// registry host clients use (the cache key). Entries here are merged
+	// over the built-in presets (docker.io, ghcr.io, quay.io,
+	// registry.k8s.io, gcr.io, mcr.microsoft.com). A host that is neither
+	// configured nor preset is never contacted.
+	Upstreams map[string]Upstream `yaml:"upstreams"`
+
+	// Cache holds the cache policy: tag freshness, stale serving, memory.
+	Cache Cache `yaml:"cache"`
+
+	// Log controls the structured logger.
+	Log Log `yaml:"log"`
+
+	// Redis, when Addr is set, coordinates fills and tag times across
+	// replicas that share one storage backend.
+	Redis Redis `yaml:"redis"`
+
+	// Admin protects the admin API (/api/v1/...).
+	Admin Admin `yaml:"admin"`
+
+	// Prefetch lists images to keep warm.
+	Prefetch Prefetch `yaml:"prefetch"`
+}
+
+// Storage selects the cache backend.
+type Storage struct {
+	// Driver is a distribution storage driver name: "filesystem" (default)
+	// or "inmemory" (tests; content is lost on exit).
+	Driver string `yaml:"driver"`
+	// Root is the cache directory for the filesystem driver. The layout
+	// below it is the distribution registry's, so a stock registry pointed
+	// at the same directory serves the cached images.
+	Root string `yaml:"root"`
+}
+
+// Cache is the cache policy.
+type Cache struct {
+	// TagTTL is how long a manifest fetched by tag is served without asking
+	// the upstream. After it, the tag is revalidated with a HEAD request
+	// (cheap, and not counted by Docker Hub's pull limit). Default 5m:
+	// short enough that a re-pushed "latest" is seen within minutes, long
+	// enough that a rollout of hundreds of nodes costs one HEAD per tag.
+	TagTTL time.Duration `yaml:"tag_ttl"`
+	// MaxStale bounds how long past its TTL a tag may still be served when
+	// the upstream fails or is unreachable. 0 means no bound (serve stale
+	// forever rather than fail a pull).
+	MaxStale time.Duration `yaml:"max_stale"`
+	// TagsListTTL is how long an upstream tags/list answer is reused.
+	TagsListTTL time.Duration `yaml:"tags_list_ttl"`
+	// MemoryEntries is the number of manifests and tag resolutions kept in
+	// the in-process LRU in front of storage.
+	MemoryEntries int `yaml:"memory_entries"`
+	// MaxManifestSize is the largest manifest accepted from an upstream.
+	MaxManifestSize int64 `yaml:"max_manifest_size"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	// Format is "json" (default) or "text".
+	Format string `yaml:"format"`
+	// Level is "debug", "info" (default), "warn" or "error".
+	Level string `yaml:"level"`
+}
+
+// Redis configures optional cluster coordination.
+type Redis struct {
+	// Addr is host:port of the Redis server; empty disables Redis.
+	Addr string `yaml:"addr"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+	// DB is the Redis database number.
+	DB int `yaml:"db"`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	// TokenEnv names an environment variable holding the bearer token the
+	// admin API requires. Without a token the admin API is disabled.
+	TokenEnv string `yaml:"token_env"`
+	// TokenFile is a file (e.g. a mounted Kubernetes Secret) holding the
+	// token; used when TokenEnv is empty.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Prefetch lists images to load ahead of use.
+type Prefetch struct {
+	// Lists are image-list files (images-list.txt or skopeo-sync YAML).
+	Lists []string `yaml:"lists"`
+	// Images are references written inline, e.g. "ghcr.io/org/app:v1".
+	Images []string `yaml:"images"`
+	// Platforms filters image indexes, e.g. ["linux/amd64"]; empty = all.
+	Platforms []string `yaml:"platforms"`
+	// Schedule is a cron expression that re-runs the prefetch (empty: never).
+	Schedule string `yaml:"schedule"`
+	// Concurrency bounds parallel blob fetches of a prefetch run.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Load reads a YAML document and overlays it onto Default(). Unknown fields
+// are errors. The result is validated.
+func Load(r io.Reader) (*Config, error) {
+	cfg := Default()
+	data, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		// Decoding over the defaults keeps every field the file leaves out.
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// LoadFile is Load on a file.
+func LoadFile(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Load(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}

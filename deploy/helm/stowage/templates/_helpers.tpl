@@ -1,0 +1,168 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "stowage.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-chart, unless the release name already holds the chart name. */}}
+{{- define "stowage.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "stowage.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stowage.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stowage.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "stowage.labels" -}}
+helm.sh/chart: {{ include "stowage.chart" . }}
+{{ include "stowage.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: stowage
+{{- end }}
+
+{{- define "stowage.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stowage.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Stowage image reference: repository@digest or repository:tag. */}}
+{{- define "stowage.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* "statefulset" when every replica gets its own volume, else "deployment". */}}
+{{- define "stowage.workloadKind" -}}
+{{- if and .Values.persistence.enabled .Values.persistence.perReplica }}StatefulSet{{ else }}Deployment{{ end }}
+{{- end }}
+
+{{- define "stowage.secretName" -}}
+{{- .Values.credentials.existingSecret | default (printf "%s-credentials" (include "stowage.fullname" .)) }}
+{{- end }}
+
+{{/* Secret key holding an upstream's password: passwordKey or "<host>.password" (":" is not allowed in a key). */}}
+{{- define "stowage.passwordKey" -}}
+{{- $c := index . 1 }}
+{{- $c.passwordKey | default (printf "%s.password" (index . 0 | replace ":" "_")) }}
+{{- end }}
+
+{{- define "stowage.adminTokenKey" -}}
+{{- .Values.credentials.adminTokenKey | default "admin-token" }}
+{{- end }}
+
+{{- define "stowage.adminEnabled" -}}
+{{- if or .Values.credentials.adminToken (and .Values.credentials.existingSecret .Values.credentials.adminTokenKey) }}true{{ end }}
+{{- end }}
+
+{{/* Whether a Secret volume is mounted at all. */}}
+{{- define "stowage.hasSecrets" -}}
+{{- if or .Values.credentials.upstreams (include "stowage.adminEnabled" .) }}true{{ end }}
+{{- end }}
+
+{{- define "stowage.secretsDir" -}}/etc/stowage/secrets{{- end }}
+
+{{/*
+The Stowage config file: .Values.config plus what the chart owns (listen,
+storage.root, credential file paths). Rendered as YAML.
+*/}}
+{{- define "stowage.config" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $_ := set $cfg "listen" (printf ":%d" (int .Values.containerPort)) }}
+{{- $storage := deepCopy ($cfg.storage | default dict) }}
+{{- $_ := set $storage "root" .Values.persistence.mountPath }}
+{{- $_ := set $cfg "storage" $storage }}
+{{- $dir := include "stowage.secretsDir" . }}
+{{- if .Values.credentials.upstreams }}
+{{- $ups := deepCopy ($cfg.upstreams | default dict) }}
+{{- range $host, $c := .Values.credentials.upstreams }}
+{{- $u := deepCopy ((get $ups $host) | default dict) }}
+{{- $auth := deepCopy ($u.auth | default dict) }}
+{{- if $c.username }}
+{{- $_ := set $auth "username" $c.username }}
+{{- end }}
+{{- $_ := set $auth "password_file" (printf "%s/%s" $dir (include "stowage.passwordKey" (list $host $c))) }}
+{{- $_ := set $u "auth" $auth }}
+{{- $_ := set $ups $host $u }}
+{{- end }}
+{{- $_ := set $cfg "upstreams" $ups }}
+{{- end }}
+{{- if include "stowage.adminEnabled" . }}
+{{- $admin := deepCopy ($cfg.admin | default dict) }}
+{{- $_ := set $admin "token_file" (printf "%s/%s" $dir (include "stowage.adminTokenKey" .)) }}
+{{- $_ := set $cfg "admin" $admin }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* The URL nodes use to reach Stowage; shell syntax, $NODE_IP / $SVC_IP expanded in the pod. */}}
+{{- define "stowage.nodeEndpoint" -}}
+{{- $e := .Values.nodeConfigurator.endpoint }}
+{{- if eq $e.mode "nodePort" }}
+{{- printf "http://${NODE_IP}:%d" (int $e.nodePort) }}
+{{- else if eq $e.mode "clusterIP" }}
+{{- printf "http://${SVC_IP}:%d" (int .Values.service.port) }}
+{{- else if eq $e.mode "url" }}
+{{- required "nodeConfigurator.endpoint.url is required with mode=url" $e.url | trimSuffix "/" }}
+{{- else }}
+{{- fail (printf "nodeConfigurator.endpoint.mode %q: want nodePort, clusterIP or url" $e.mode) }}
+{{- end }}
+{{- end }}
+
+{{/* Rules that keep a broken combination from installing. */}}
+{{- define "stowage.validate" -}}
+{{- $p := .Values.persistence }}
+{{- $shared := and $p.enabled (not $p.perReplica) }}
+{{- $rwx := or (has "ReadWriteMany" $p.accessModes) (and $p.existingClaim true) }}
+{{- if and $shared (not $rwx) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
+{{- fail "more than one replica sharing one ReadWriteOnce volume: set persistence.perReplica=true, or accessModes [ReadWriteMany]" }}
+{{- end }}
+{{- if and $p.perReplica $p.existingClaim }}
+{{- fail "persistence.existingClaim cannot be used with persistence.perReplica=true" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
+{{- end }}
+{{- if .Values.credentials.existingSecret }}
+{{- range $host, $c := .Values.credentials.upstreams }}
+{{- if $c.password }}
+{{- fail (printf "credentials.upstreams.%s.password is ignored with credentials.existingSecret; set passwordKey" $host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* storageClassName line: omitted for the default class, "" for "-". */}}
+{{- define "stowage.storageClass" -}}
+{{- $sc := .Values.persistence.storageClass }}
+{{- if eq $sc "-" }}
+storageClassName: ""
+{{- else if $sc }}
+storageClassName: {{ $sc | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Selector of the Stowage server pods (not the prefetch or node-configurator pods). */}}
+{{- define "stowage.serverSelectorLabels" -}}
+{{ include "stowage.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}

@@ -1,0 +1,197 @@
+package prefetch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/stowage/stowage/config/imagelist"
+)
+
+// jobName is the grammar of job and pin names (storage's pin names).
+var jobName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// ErrNoToken is returned by NewAdminHandler without a token: the admin API
+// is then disabled.
+var ErrNoToken = errors.New("prefetch: admin API needs a token")
+
+// AdminOptions configure the admin handler.
+type AdminOptions struct {
+	// Token is the bearer token every request must present.
+	Token string
+	// Check vets the lists of a request before it is queued (e.g.
+	// CheckRegistries bound to the config); nil accepts everything.
+	Check func([]NamedList) error
+	// Platforms are used when a request names none (prefetch.platforms).
+	Platforms []string
+}
+
+// JobRequest is the JSON form of POST /api/v1/prefetch.
+type JobRequest struct {
+	// Name names the job and the pin of its images (default "api").
+	Name string `json:"name,omitempty"`
+	// Images are references, as in a text list.
+	Images []string `json:"images"`
+	// Platforms filters indexes ("linux/amd64").
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// NewAdminHandler serves the prefetch admin API:
+//
+//	POST /api/v1/prefetch        body: an image list (text or skopeo-sync
+//	                             YAML) or JSON JobRequest; ?name= and
+//	                             ?platform= (repeatable) apply to list
+//	                             bodies. 202 with the job.
+//	GET  /api/v1/prefetch/{id}   the job: state, progress, report.
+//	GET  /api/v1/prefetch        every remembered job, newest first.
+//
+// Every request needs "Authorization: Bearer <token>" (compared in
+// constant time); anything else is 401 with a WWW-Authenticate challenge.
+func NewAdminHandler(jobs *Jobs, o AdminOptions) (http.Handler, error) {
+	if o.Token == "" {
+		return nil, ErrNoToken
+	}
+	if jobs == nil {
+		return nil, errors.New("prefetch: admin API needs jobs")
+	}
+	a := &admin{jobs: jobs, o: o, tokenSum: sha256.Sum256([]byte(o.Token))}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/prefetch", a.submit)
+	mux.HandleFunc("GET /api/v1/prefetch", a.list)
+	mux.HandleFunc("GET /api/v1/prefetch/{id}", a.get)
+	return a.auth(mux), nil
+}
+
+type admin struct {
+	jobs     *Jobs
+	o        AdminOptions
+	tokenSum [32]byte
+}
+
+// auth requires the bearer token. Hashing both sides first makes the
+// comparison constant-time in the token's length too.
+func (a *admin) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stowage-admin"`)
+			writeJSONError(w, http.StatusUnauthorized, "a valid bearer token is required")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *admin) submit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, imagelist.MaxInputSize+1))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	if len(body) > imagelist.MaxInputSize {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, "body too large")
+		return
+	}
+	name, req, err := a.parse(r, body)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, err := platformMatcher(req.Platforms); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.o.Check != nil {
+		lists := req.Lists
+		if len(req.Images) > 0 {
+			l, _ := imagelist.ParseText(name, strings.NewReader(strings.Join(req.Images, "\n")))
+			lists = append(lists, NamedList{Name: name, List: l})
+		}
+		if err := a.o.Check(lists); err != nil {
+			writeJSONError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	job, err := a.jobs.Submit(name, req)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	w.Header().Set("Location", "/api/v1/prefetch/"+job.ID)
+	writeJSON(w, http.StatusAccepted, job)
+}
+
+// parse reads a JSON JobRequest or a list body.
+func (a *admin) parse(r *http.Request, body []byte) (string, Request, error) {
+	q := r.URL.Query()
+	name := q.Get("name")
+	req := Request{Platforms: q["platform"]}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt == "application/json" || (mt == "" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{"))) {
+		var jr JobRequest
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&jr); err != nil {
+			return "", req, fmt.Errorf("JSON body: %w", err)
+		}
+		if len(jr.Images) == 0 {
+			return "", req, errors.New("JSON body: images is empty")
+		}
+		if jr.Name != "" {
+			name = jr.Name
+		}
+		req.Images, req.Platforms = jr.Images, append(req.Platforms, jr.Platforms...)
+	} else {
+		if name == "" {
+			name = "api"
+		}
+		l, _ := imagelist.Parse(name, bytes.NewReader(body))
+		if len(l.Refs) == 0 && len(l.Rules) == 0 {
+			return "", req, fmt.Errorf("the list names no image: %w", l.Err())
+		}
+		req.Lists = []NamedList{{Name: name, List: l}}
+	}
+	if name == "" {
+		name = "api"
+	}
+	if !jobName.MatchString(name) {
+		return "", req, fmt.Errorf("name %q: want letters, digits, '.', '_' or '-'", name)
+	}
+	if len(req.Platforms) == 0 {
+		req.Platforms = a.o.Platforms
+	}
+	req.InlinePin = name
+	return name, req, nil
+}
+
+func (a *admin) get(w http.ResponseWriter, r *http.Request) {
+	job, ok := a.jobs.Get(r.PathValue("id"))
+	if !ok {
+		writeJSONError(w, http.StatusNotFound, "no such job")
+		return
+	}
+	writeJSON(w, http.StatusOK, job)
+}
+
+func (a *admin) list(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": a.jobs.List()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,211 @@
+package prefetch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// JobState is where a job is in its life.
+type JobState string
+
+// Job states.
+const (
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded" // every image fetched
+	JobFailed    JobState = "failed"    // some image or list entry failed, or the run could not start
+)
+
+// Done reports whether the job has ended.
+func (s JobState) Done() bool { return s == JobSucceeded || s == JobFailed }
+
+// ErrClosed is returned by Submit after Close.
+var ErrClosed = errors.New("prefetch: jobs closed")
+
+// Job is a snapshot of one background run, as the admin API shows it.
+type Job struct {
+	ID       string           `json:"id"`
+	Name     string           `json:"name,omitempty"`
+	State    JobState         `json:"state"`
+	Created  time.Time        `json:"created"`
+	Started  *time.Time       `json:"started,omitempty"`
+	Finished *time.Time       `json:"finished,omitempty"`
+	Progress ProgressSnapshot `json:"progress"`
+	Error    string           `json:"error,omitempty"`
+	// Report is set once the job has ended (omitted in job lists).
+	Report *Report `json:"report,omitempty"`
+}
+
+type job struct {
+	Job
+	prog *Progress
+}
+
+// Jobs runs engine runs in the background with a bound on how many run at
+// once; later ones wait queued. It keeps the last finished jobs for
+// inspection.
+type Jobs struct {
+	eng     *Engine
+	log     *slog.Logger
+	slots   chan struct{}
+	keep    int
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	jobs    map[string]*job
+	order   []string
+	closed  bool
+	closeMu sync.Once
+}
+
+// NewJobs returns a job runner over eng running at most parallel jobs at
+// once and remembering the last keep jobs.
+func NewJobs(eng *Engine, parallel, keep int) (*Jobs, error) {
+	if eng == nil || parallel < 1 || keep < 1 {
+		return nil, errors.New("prefetch: jobs need an engine, parallel >= 1 and keep >= 1")
+	}
+	return &Jobs{eng: eng, log: eng.log, slots: make(chan struct{}, parallel), keep: keep,
+		stop: make(chan struct{}), jobs: map[string]*job{}}, nil
+}
+
+// Submit starts req in the background under a display name and returns
+// the job's first snapshot.
+func (js *Jobs) Submit(name string, req Request) (Job, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return Job{}, err
+	}
+	j := &job{Job: Job{ID: hex.EncodeToString(rnd[:]), Name: name, State: JobQueued, Created: time.Now().UTC()},
+		prog: &Progress{}}
+	js.mu.Lock()
+	if js.closed {
+		js.mu.Unlock()
+		return Job{}, ErrClosed
+	}
+	js.jobs[j.ID] = j
+	js.order = append(js.order, j.ID)
+	js.forgetLocked()
+	snap := j.snapshotLocked(true)
+	js.wg.Add(1)
+	js.mu.Unlock()
+	go js.run(j, req)
+	return snap, nil
+}
+
+func (js *Jobs) run(j *job, req Request) {
+	defer js.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-js.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	select {
+	case js.slots <- struct{}{}:
+		defer func() { <-js.slots }()
+	case <-ctx.Done():
+		js.finish(j, nil, ctx.Err())
+		return
+	}
+	now := time.Now().UTC()
+	js.mu.Lock()
+	j.State, j.Started = JobRunning, &now
+	js.mu.Unlock()
+	js.log.Info("prefetch job started", "job", j.ID, "name", j.Name)
+	rep, err := js.eng.Run(ctx, req, j.prog)
+	js.finish(j, rep, err)
+}
+
+func (js *Jobs) finish(j *job, rep *Report, err error) {
+	now := time.Now().UTC()
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j.Finished, j.Report = &now, rep
+	switch {
+	case err != nil:
+		j.State, j.Error = JobFailed, err.Error()
+	case rep != nil && rep.OK():
+		j.State = JobSucceeded
+	default:
+		j.State = JobFailed
+	}
+	attrs := []any{"job", j.ID, "name", j.Name, "state", j.State}
+	if rep != nil {
+		attrs = append(attrs, "images", rep.Totals.Images, "failed", rep.Totals.Failed, "bytes", rep.Totals.Bytes,
+			"upstream_bytes", rep.Totals.UpstreamBytes)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	js.log.Info("prefetch job finished", attrs...)
+}
+
+// forgetLocked drops the oldest finished jobs beyond keep.
+func (js *Jobs) forgetLocked() {
+	for len(js.order) > js.keep {
+		dropped := false
+		for i, id := range js.order {
+			if js.jobs[id].State.Done() {
+				delete(js.jobs, id)
+				js.order = append(js.order[:i], js.order[i+1:]...)
+				dropped = true
+				break
+			}
+		}
+		if !dropped {
+			return // all running: keep them
+		}
+	}
+}
+
+func (j *job) snapshotLocked(withReport bool) Job {
+	s := j.Job
+	s.Progress = j.prog.Snapshot()
+	if !withReport {
+		s.Report = nil
+	}
+	return s
+}
+
+// Get returns a job's snapshot with its report.
+func (js *Jobs) Get(id string) (Job, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j, ok := js.jobs[id]
+	if !ok {
+		return Job{}, false
+	}
+	return j.snapshotLocked(true), true
+}
+
+// List returns every remembered job, newest first, without reports.
+func (js *Jobs) List() []Job {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	out := make([]Job, 0, len(js.jobs))
+	for _, j := range js.jobs {
+		out = append(out, j.snapshotLocked(false))
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	return out
+}
+
+// Close cancels running and queued jobs and waits for them to end.
+func (js *Jobs) Close() {
+	js.closeMu.Do(func() {
+		js.mu.Lock()
+		js.closed = true
+		js.mu.Unlock()
+		close(js.stop)
+	})
+	js.wg.Wait()
+}

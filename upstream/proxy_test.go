@@ -1,0 +1,250 @@
+package upstream
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/stowage/stowage/upstream/internal/testregistry"
+)
+
+// TestThroughForwardProxy addresses the registry as registry.test, a name
+// only the test proxy resolves: every registry and token request must
+// cross the proxy. The proxy demands Basic Proxy-Authorization, and cuts a
+// blob body once, which the caller resumes with a Range request.
+func TestThroughForwardProxy(t *testing.T) {
+	t.Parallel()
+	var direct atomic.Int64
+	reg := testregistry.Start(t,
+		testregistry.WithTokenAuth(testregistry.TokenAuth{Username: "bob", Password: "reg-pw-123"}),
+		testregistry.WithHandler(func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Host != "registry.test" {
+					direct.Add(1)
+				}
+				h.ServeHTTP(w, r)
+			})
+		}))
+	img := reg.SeedImage(t, "team/app", "v1", 1, 64<<10)
+	px := startFwdProxy(t, map[string]string{"registry.test:80": reg.Addr}, "pxuser", "px-pw-456")
+
+	cfg := testConfig("http://registry.test")
+	cfg.Proxy = px.URL()
+	cfg.Auth.Username, cfg.Auth.Password = "bob", "reg-pw-123"
+	c := newClient(t, cfg)
+	ctx := t.Context()
+
+	want, _ := img.Digest()
+	m, err := c.GetManifest(ctx, "team/app", "v1", nil)
+	if err != nil || m.Digest.String() != want.String() {
+		t.Fatalf("GetManifest via proxy: %v", err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	wantBlob, _ := io.ReadAll(rc)
+
+	px.cutAfter.Store(1000)
+	b, err := c.GetBlob(ctx, "team/app", digest.Digest(ld.String()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b.Body)
+	b.Body.Close()
+	if err == nil || !Temporary(err) {
+		t.Fatalf("cut body: err = %v, want a temporary error", err)
+	}
+	if len(got) == 0 || len(got) >= len(wantBlob) {
+		t.Fatalf("cut body delivered %d of %d bytes", len(got), len(wantBlob))
+	}
+	b, err = c.GetBlob(ctx, "team/app", digest.Digest(ld.String()), int64(len(got)))
+	if err != nil || b.Offset != int64(len(got)) {
+		t.Fatalf("resume: %+v, %v", b, err)
+	}
+	rest, err := io.ReadAll(b.Body)
+	b.Body.Close()
+	if err != nil || !bytes.Equal(append(got, rest...), wantBlob) {
+		t.Fatalf("resumed blob differs (%v)", err)
+	}
+
+	if direct.Load() != 0 {
+		t.Fatalf("%d requests reached the registry without the proxy name", direct.Load())
+	}
+	seen := px.requests()
+	var sawToken, sawManifest bool
+	for _, s := range seen {
+		if strings.HasPrefix(s, http.MethodConnect) {
+			t.Errorf("a plain-HTTP upstream was probed over TLS: %q", s)
+		}
+		sawToken = sawToken || strings.HasSuffix(s, "registry.test /token")
+		sawManifest = sawManifest || strings.Contains(s, "registry.test /v2/team/app/manifests/v1")
+	}
+	if !sawToken || !sawManifest {
+		t.Fatalf("proxy saw %q; want token and manifest requests", seen)
+	}
+	if px.conns.Load() == 0 {
+		t.Fatal("no connection to the proxy")
+	}
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t, testregistry.WithTokenAuth(testregistry.TokenAuth{Username: "bob", Password: "right-pw"}))
+	reg.SeedImage(t, "team/app", "v1", 1, 512)
+	px := startFwdProxy(t, map[string]string{"registry.test:80": reg.Addr}, "pxuser", "px-secret-789")
+	const regSecret = "wrong-registry-secret-1"
+
+	for _, tc := range []struct {
+		name    string
+		proxy   string
+		wantErr error
+	}{
+		{"wrong registry password", px.URL(), ErrUnauthorized},
+		{"wrong proxy password", strings.Replace(px.URL(), "px-secret-789", "px-wrong-secret-000", 1), ErrDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			cfg := testConfig("http://registry.test")
+			cfg.Proxy = tc.proxy
+			cfg.Auth.Username, cfg.Auth.Password = "bob", regSecret
+			c := newClient(t, cfg, WithLogger(log))
+			_, err := c.GetManifest(t.Context(), "team/app", "v1", nil)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			for _, secret := range []string{regSecret, "px-secret-789", "px-wrong-secret-000", "d3JvbmctcmVnaXN0cnktc2VjcmV0LTE"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error leaks %q: %v", secret, err)
+				}
+				if strings.Contains(logs.String(), secret) {
+					t.Errorf("logs leak %q: %s", secret, logs.String())
+				}
+			}
+			if logs.Len() == 0 {
+				t.Error("expected some debug logs")
+			}
+		})
+	}
+}
+
+func TestTLSUpstreamWithOwnCA(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t, testregistry.WithTLS())
+	reg.SeedImage(t, "library/busybox", "1", 1, 256)
+
+	cfg := testConfig(reg.URL)
+	c := newClient(t, cfg)
+	if _, err := c.GetManifest(t.Context(), "library/busybox", "1", nil); err == nil {
+		t.Fatal("TLS without the CA succeeded")
+	}
+	cfg.TLS.CAFile = reg.CAFile(t)
+	c = newClient(t, cfg)
+	if _, err := c.GetManifest(t.Context(), "library/busybox", "1", nil); err != nil {
+		t.Fatalf("TLS with CAFile: %v", err)
+	}
+}
+
+func TestTokenRenewal(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t, testregistry.WithTokenAuth(testregistry.TokenAuth{Expiry: time.Second}))
+	reg.SeedImage(t, "team/app", "v1", 1, 256)
+	c := newClient(t, testConfig(reg.URL))
+	// A frozen client clock: the client never expires the token itself,
+	// so renewal must come from the registry's 401.
+	frozen := time.Now()
+	c.auth.now = func() time.Time { return frozen }
+	get := func() {
+		t.Helper()
+		if _, err := c.HeadManifest(t.Context(), "team/app", "v1", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get()
+	get()
+	if n := reg.TokenRequests("repository:team/app:pull"); n != 1 {
+		t.Fatalf("tokens = %d, want 1 (reused)", n)
+	}
+	time.Sleep(1100 * time.Millisecond) // the server-side expiry
+	get()
+	if n := reg.TokenRequests("repository:team/app:pull"); n != 2 {
+		t.Fatalf("tokens = %d after server-side expiry (401), want 2", n)
+	}
+	// Proactive renewal on the client's clock, before the server rejects.
+	c.auth.now = func() time.Time { return time.Now().Add(time.Hour) }
+	get()
+	if n := reg.TokenRequests("repository:team/app:pull"); n != 3 {
+		t.Fatalf("tokens = %d after client-side expiry, want 3", n)
+	}
+}
+
+// TestMutualTLS: an upstream that requires a client certificate refuses a
+// client without one and serves one with cert_file/key_file.
+func TestMutualTLS(t *testing.T) {
+	t.Parallel()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "stowage"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := testregistry.Start(t, testregistry.WithClientAuth(pool))
+	reg.SeedImage(t, "library/busybox", "1", 1, 256)
+	cfg := testConfig(reg.URL)
+	cfg.TLS.CAFile = reg.CAFile(t)
+	if _, err := newClient(t, cfg).GetManifest(t.Context(), "library/busybox", "1", nil); err == nil {
+		t.Fatal("mutual TLS without a client certificate succeeded")
+	}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+	if _, err := newClient(t, cfg).GetManifest(t.Context(), "library/busybox", "1", nil); err != nil {
+		t.Fatalf("mutual TLS with a client certificate: %v", err)
+	}
+}
