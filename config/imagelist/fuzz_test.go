@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // fuzzSeeds are inputs for both fuzz targets besides the shared files.
@@ -45,7 +46,7 @@ func FuzzParseSkopeoSync(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, in string) {
 		l, err := ParseSkopeoSync("f.yaml", strings.NewReader(in))
-		checkFuzzList(t, l, err, maxLines(in))
+		checkFuzzList(t, l, err, yamlMaxLines(in))
 		for _, r := range l.Rules {
 			if (r.Kind == TagRegex) != (r.TagRegex != nil) || (r.Kind == Semver) != (r.Semver != nil) {
 				t.Errorf("rule %v has the wrong selector for its kind", r)
@@ -58,6 +59,31 @@ func FuzzParseSkopeoSync(f *testing.F) {
 // maxLines bounds the line count of in; YAML also breaks lines at a lone CR.
 func maxLines(in string) int {
 	return strings.Count(in, "\n") + strings.Count(in, "\r") + 1
+}
+
+// yamlMaxLines bounds the line count of in as YAML sees it: a UTF-16 byte
+// order mark switches the decoding, and NEL, LS and PS also break lines.
+func yamlMaxLines(in string) int {
+	text := in
+	if b := []byte(in); len(b) >= 2 && (b[0] == 0xfe && b[1] == 0xff || b[0] == 0xff && b[1] == 0xfe) {
+		units := make([]uint16, 0, len(b)/2)
+		for i := 2; i+1 < len(b); i += 2 {
+			if b[0] == 0xfe {
+				units = append(units, uint16(b[i])<<8|uint16(b[i+1]))
+			} else {
+				units = append(units, uint16(b[i+1])<<8|uint16(b[i]))
+			}
+		}
+		text = string(utf16.Decode(units))
+	}
+	n := 1
+	for _, r := range text {
+		switch r {
+		case '\n', '\r', '\u0085', '\u2028', '\u2029':
+			n++
+		}
+	}
+	return n
 }
 
 // checkFuzzList checks the invariants every parse result keeps.
