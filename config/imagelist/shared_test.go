@@ -8,20 +8,18 @@ import (
 	"testing"
 )
 
-// The shared test data lives beside the repository (see shared/data/README.md).
+// The project's shared test data (shared/data beside the repository: a real
+// user's images-list.txt and skopeo-sync's documented example), copied into
+// testdata so that the tests run in any clone.
 const (
-	sharedImagesList = "../../../shared/data/images-list.txt"
-	sharedSkopeoSync = "../../../shared/data/skopeo-sync.yaml"
+	sharedImagesList = "testdata/shared/images-list.txt"
+	sharedSkopeoSync = "testdata/shared/skopeo-sync.yaml"
 )
 
-// readShared returns the lines of a shared data file, skipping the test
-// when the file is absent.
+// readShared returns the lines of a shared data file.
 func readShared(t *testing.T, path string) []string {
 	t.Helper()
 	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		t.Skipf("%s not present", path)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
