@@ -65,6 +65,9 @@ func LayerLinkPath(repo string, d digest.Digest) string { return layerLinkPath(r
 // RevisionLinkPath links a manifest into a repository.
 func RevisionLinkPath(repo string, d digest.Digest) string { return revisionLinkPath(repo, d) }
 
+// TagFetchedPath holds a tag's fetched-at time (RFC 3339).
+func TagFetchedPath(repo, tag string) string { return tagFetchedPath(repo, tag) }
+
 // TagCurrentLinkPath points a tag at its manifest.
 func TagCurrentLinkPath(repo, tag string) string { return tagCurrentLinkPath(repo, tag) }
 

@@ -132,6 +132,9 @@ no-op. Safe while a server uses the same cache directory.`,
 			st, err := bundle.Import(cmd.Context(), store, r, time.Now())
 			_, _ = fmt.Fprintf(cmd.OutOrStdout(), "imported %d blobs (%s), %d already present, %d links, %d tags\n",
 				st.Blobs, prefetch.HumanBytes(st.Bytes), st.BlobsPresent, st.Links, st.Tags)
+			if st.TagsKept > 0 {
+				_, _ = fmt.Fprintf(cmd.OutOrStdout(), "kept %d cached tags resolved after the bundle was exported\n", st.TagsKept)
+			}
 			for _, p := range st.Problems {
 				_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "problem:", p)
 			}

@@ -200,3 +200,58 @@ func TestImportRefusesUnsafeEntries(t *testing.T) {
 		t.Fatalf("blob from a link entry: %v", err)
 	}
 }
+
+// An import replaces a cached tag that is older than the bundle's and keeps
+// one the cache resolved after the bundle was exported.
+func TestImportKeepsNewerTag(t *testing.T) {
+	t.Parallel()
+	src := newStore(t, t.TempDir())
+	im := seed(t, src)
+	exported, err := src.GetTag(t.Context(), im.Repository, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tarball bytes.Buffer
+	if _, err := bundle.Export(t.Context(), src, &tarball, []bundle.Image{im}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		fetched time.Time
+		keep    bool
+	}{
+		{"cache newer", exported.FetchedAt.Add(time.Hour), true},
+		{"cache older", exported.FetchedAt.Add(-time.Hour), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := newStore(t, t.TempDir())
+			other := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}`)
+			od := digest.FromBytes(other)
+			if err := dst.PutManifest(t.Context(), im.Repository, od, other); err != nil {
+				t.Fatal(err)
+			}
+			if err := dst.PutTag(t.Context(), im.Repository, "v1", od, tc.fetched); err != nil {
+				t.Fatal(err)
+			}
+			st, err := bundle.Import(t.Context(), dst, bytes.NewReader(tarball.Bytes()), time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tag, err := dst.GetTag(t.Context(), im.Repository, "v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, kept, tags := im.Digest, 0, 1
+			if tc.keep {
+				want, kept, tags = od, 1, 0
+			}
+			if tag.Digest != want || st.TagsKept != kept || st.Tags != tags {
+				t.Fatalf("tag -> %s (want %s), stats %+v", tag.Digest, want, st)
+			}
+			// The bundle's manifest is imported either way, by digest.
+			if _, err := dst.GetManifest(t.Context(), im.Repository, im.Digest); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

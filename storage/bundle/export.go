@@ -54,6 +54,9 @@ type Stats struct {
 	// Links are revision and layer links; Tags are tag links.
 	Links int `json:"links"`
 	Tags  int `json:"tags"`
+	// TagsKept are bundle tags not applied (import) because the cache
+	// holds the same tag pointing elsewhere, fetched after the bundle's.
+	TagsKept int `json:"tags_kept,omitempty"`
 	// Problems are entries refused or not applied (import).
 	Problems []string `json:"problems,omitempty"`
 }
@@ -85,6 +88,7 @@ func Export(ctx context.Context, store *storage.Store, w io.Writer, images []Ima
 		st.Bytes += n
 	}
 	links := map[string]digest.Digest{}
+	fetched := map[string]time.Time{} // tag fetched-at sidecars, for import to compare
 	for _, im := range images {
 		ms := append([]digest.Digest{im.Digest}, im.Manifests...)
 		for _, d := range ms {
@@ -96,15 +100,25 @@ func Export(ctx context.Context, store *storage.Store, w io.Writer, images []Ima
 		if im.Tag != "" {
 			links[tagCurrentPath(im.Repository, im.Tag)] = im.Digest
 			links[tagIndexPath(im.Repository, im.Tag, im.Digest)] = im.Digest
+			if t, err := store.GetTag(ctx, im.Repository, im.Tag); err == nil && t.Digest == im.Digest && !t.FetchedAt.IsZero() {
+				fetched[tagFetchedPath(im.Repository, im.Tag)] = t.FetchedAt
+			}
 		}
 	}
-	names := make([]string, 0, len(links))
-	for n := range links {
+	bodies := make(map[string]string, len(links)+len(fetched))
+	for n, d := range links {
+		bodies[n] = d.String()
+	}
+	for n, t := range fetched {
+		bodies[n] = t.UTC().Format(time.RFC3339Nano)
+	}
+	names := make([]string, 0, len(bodies))
+	for n := range bodies {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		body := []byte(links[n].String())
+		body := []byte(bodies[n])
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(body)), ModTime: now, Format: tar.FormatPAX}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return st, err
@@ -113,6 +127,8 @@ func Export(ctx context.Context, store *storage.Store, w io.Writer, images []Ima
 			return st, err
 		}
 		switch {
+		case reTagTime.MatchString(n):
+			// a tag's fetched-at sidecar, not a link
 		case reTagCur.MatchString(n):
 			st.Tags++
 		case !reTagIndex.MatchString(n):

@@ -41,7 +41,11 @@ type importer struct {
 	st    Stats
 	links []link
 	errs  []error
+	// fetched are the bundle's tag fetched-at times, by tagKey.
+	fetched map[string]time.Time
 }
+
+func tagKey(repo, tag string) string { return repo + ":" + tag }
 
 // Import reads a registry-layout tar stream into store. Tags get now as
 // their fetched-at time, so that they are revalidated against the
@@ -50,7 +54,7 @@ type importer struct {
 // (test with errors.Is against ErrUnsafeEntry, ErrNotLayout, ErrCorrupt,
 // ErrMissing); what could be imported is imported regardless.
 func Import(ctx context.Context, store *storage.Store, r io.Reader, now time.Time) (Stats, error) {
-	im := &importer{ctx: ctx, store: store, now: now}
+	im := &importer{ctx: ctx, store: store, now: now, fetched: map[string]time.Time{}}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -120,8 +124,22 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		return im.blob(digest.NewDigestFromEncoded(digest.SHA256, m[2]), hdr.Size, r)
 	}
-	if reTagTime.MatchString(name) {
-		return nil // Stowage's own fetched-at time: the import sets its own
+	if m := reTagTime.FindStringSubmatch(name); m != nil {
+		// Stowage's fetched-at time of the tag where it was exported: an
+		// import never replaces a tag the cache fetched later than that.
+		body, err := io.ReadAll(io.LimitReader(r, maxLinkSize+1))
+		if err != nil {
+			return err
+		}
+		t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(body)))
+		if err != nil || len(body) > maxLinkSize {
+			return fmt.Errorf("%w: %q does not hold a time", ErrCorrupt, hdr.Name)
+		}
+		if len(im.fetched) >= maxLinks {
+			return fmt.Errorf("bundle: more than %d tag times", maxLinks)
+		}
+		im.fetched[tagKey(m[1], m[2])] = t
+		return nil
 	}
 	l, err := parseLink(name)
 	if err != nil {
@@ -257,8 +275,14 @@ func (im *importer) applyLink(l link) error {
 		if _, err := im.store.GetManifest(ctx, l.repo, l.d); err != nil {
 			return fmt.Errorf("%w: tag %s:%s names %s: %w", ErrMissing, l.repo, l.tag, l.d, err)
 		}
-		if cur, err := im.store.GetTag(ctx, l.repo, l.tag); err == nil && cur.Digest == l.d {
-			return nil // already there: re-import is a no-op
+		if cur, err := im.store.GetTag(ctx, l.repo, l.tag); err == nil {
+			if cur.Digest == l.d {
+				return nil // already there: re-import is a no-op
+			}
+			if t, ok := im.fetched[tagKey(l.repo, l.tag)]; ok && cur.FetchedAt.After(t) {
+				im.st.TagsKept++ // the cache's resolution is newer than the bundle's
+				return nil
+			}
 		}
 		im.st.Tags++
 		return im.store.PutTag(ctx, l.repo, l.tag, l.d, im.now)

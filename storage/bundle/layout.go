@@ -27,6 +27,8 @@ func tagIndexPath(repo, tag string, d digest.Digest) string {
 	return rel(storage.TagIndexLinkPath(repo, tag, d))
 }
 
+func tagFetchedPath(repo, tag string) string { return rel(storage.TagFetchedPath(repo, tag)) }
+
 func layerPath(repo string, d digest.Digest) string { return rel(storage.LayerLinkPath(repo, d)) }
 
 // Entry patterns an import accepts. Repository names are checked with the
