@@ -67,6 +67,11 @@ type TLS struct {
 	// CertFile and KeyFile are a client certificate for mutual TLS.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// CertDir is a directory in the layout of /etc/docker/certs.d/<host>
+	// and /etc/containers/certs.d/<host> (skopeo's cert-dir): every *.crt
+	// is a CA added to the trusted roots, every *.cert a client certificate
+	// whose key is the *.key of the same base name.
+	CertDir string `yaml:"cert_dir"`
 	// InsecureSkipVerify disables certificate verification. Use only for
 	// testing; prefer CAFile.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`

@@ -196,10 +196,9 @@ func TestTokenRenewal(t *testing.T) {
 	}
 }
 
-// TestMutualTLS: an upstream that requires a client certificate refuses a
-// client without one and serves one with cert_file/key_file.
-func TestMutualTLS(t *testing.T) {
-	t.Parallel()
+// clientCA makes a client CA and a client certificate it signed, as PEM.
+func clientCA(t *testing.T) (pool *x509.CertPool, certPEM, keyPEM []byte) {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +213,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
-	pool := x509.NewCertPool()
+	pool = x509.NewCertPool()
 	pool.AddCert(caCert)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	leaf := &x509.Certificate{
@@ -227,14 +226,27 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+func writeFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMutualTLS: an upstream that requires a client certificate refuses a
+// client without one and serves one with cert_file/key_file.
+func TestMutualTLS(t *testing.T) {
+	t.Parallel()
+	pool, certPEM, keyPEM := clientCA(t)
 	dir := t.TempDir()
+	writeFiles(t, dir, map[string][]byte{"client.pem": certPEM, "client-key.pem": keyPEM})
 	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 
 	reg := testregistry.Start(t, testregistry.WithClientAuth(pool))
 	reg.SeedImage(t, "library/busybox", "1", 1, 256)
@@ -246,5 +258,50 @@ func TestMutualTLS(t *testing.T) {
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 	if _, err := newClient(t, cfg).GetManifest(t.Context(), "library/busybox", "1", nil); err != nil {
 		t.Fatalf("mutual TLS with a client certificate: %v", err)
+	}
+}
+
+// TestCertDir: a certs.d directory (ca.crt, client.cert, client.key), as
+// Docker, containerd and skopeo's cert-dir use, gives both the upstream's CA
+// and the client certificate; a certificate without its key is refused.
+func TestCertDir(t *testing.T) {
+	t.Parallel()
+	pool, certPEM, keyPEM := clientCA(t)
+	reg := testregistry.Start(t, testregistry.WithClientAuth(pool))
+	img := reg.SeedImage(t, "library/busybox", "1", 1, 256)
+	want, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(reg.CAFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	caOnly := t.TempDir()
+	writeFiles(t, caOnly, map[string][]byte{"ca.crt": caPEM})
+	cfg := testConfig(reg.URL)
+	cfg.TLS.CertDir = caOnly
+	_, err = newClient(t, cfg).GetManifest(t.Context(), "library/busybox", "1", nil)
+	if err == nil || strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("CA from cert_dir, no client certificate: %v (want a refused handshake, not an unknown CA)", err)
+	}
+
+	full := t.TempDir()
+	writeFiles(t, full, map[string][]byte{"ca.crt": caPEM, "client.cert": certPEM, "client.key": keyPEM, "README": []byte("ignored")})
+	cfg.TLS.CertDir = full
+	m, err := newClient(t, cfg).GetManifest(t.Context(), "library/busybox", "1", nil)
+	if err != nil {
+		t.Fatalf("cert_dir with CA and client certificate: %v", err)
+	}
+	if m.Digest.String() != want.String() {
+		t.Fatalf("digest %s, want %s", m.Digest, want)
+	}
+
+	noKey := t.TempDir()
+	writeFiles(t, noKey, map[string][]byte{"ca.crt": caPEM, "client.cert": certPEM})
+	cfg.TLS.CertDir = noKey
+	if _, err := New("docker.io", cfg); err == nil || !strings.Contains(err.Error(), "has no key") {
+		t.Fatalf("certificate without key: %v", err)
 	}
 }

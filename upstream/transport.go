@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,34 +50,78 @@ func newBaseTransport(cfg config.Upstream) (*http.Transport, proxyFunc, error) {
 	return t, proxy, nil
 }
 
-// newTLSConfig verifies against the system roots plus CAFile; the client
-// certificate is optional; InsecureSkipVerify only when configured.
+// newTLSConfig verifies against the system roots plus CAFile and the CAs
+// of CertDir; client certificates are optional; InsecureSkipVerify only
+// when configured.
 func newTLSConfig(c config.TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in by config
-	if c.CAFile != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		pem, err := os.ReadFile(c.CAFile)
+	addCAs := func(file string, what string) error {
+		pem, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("upstream: tls.ca_file: %w", err)
+			return fmt.Errorf("upstream: %s: %w", what, err)
 		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("upstream: tls.ca_file %s: no PEM certificate found", c.CAFile)
+		if tc.RootCAs == nil {
+			if tc.RootCAs, err = x509.SystemCertPool(); err != nil || tc.RootCAs == nil {
+				tc.RootCAs = x509.NewCertPool()
+			}
 		}
-		tc.RootCAs = pool
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("upstream: %s %s: no PEM certificate found", what, file)
+		}
+		return nil
+	}
+	addClient := func(certFile, keyFile string) error {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			// The key file content never appears in this error.
+			return fmt.Errorf("upstream: tls client certificate %s: %w", certFile, err)
+		}
+		tc.Certificates = append(tc.Certificates, cert)
+		return nil
+	}
+	if c.CAFile != "" {
+		if err := addCAs(c.CAFile, "tls.ca_file"); err != nil {
+			return nil, err
+		}
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return nil, errors.New("upstream: tls.cert_file and tls.key_file go together")
 	}
 	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			// The key file content never appears in this error.
-			return nil, fmt.Errorf("upstream: tls client certificate: %w", err)
+		if err := addClient(c.CertFile, c.KeyFile); err != nil {
+			return nil, err
 		}
-		tc.Certificates = []tls.Certificate{cert}
+	}
+	if c.CertDir != "" {
+		entries, err := os.ReadDir(c.CertDir)
+		if err != nil {
+			return nil, fmt.Errorf("upstream: tls.cert_dir: %w", err)
+		}
+		// The certs.d layout, as containerd, Docker and containers/image
+		// read it; ReadDir sorts, so the order is stable.
+		for _, e := range entries {
+			name := e.Name()
+			full := filepath.Join(c.CertDir, name)
+			switch {
+			case e.IsDir():
+			case strings.HasSuffix(name, ".crt"):
+				if err := addCAs(full, "tls.cert_dir"); err != nil {
+					return nil, err
+				}
+			case strings.HasSuffix(name, ".cert"):
+				key := strings.TrimSuffix(full, ".cert") + ".key"
+				if _, err := os.Stat(key); err != nil {
+					return nil, fmt.Errorf("upstream: tls.cert_dir: client certificate %s has no key %s", full, filepath.Base(key))
+				}
+				if err := addClient(full, key); err != nil {
+					return nil, err
+				}
+			case strings.HasSuffix(name, ".key"):
+				if _, err := os.Stat(strings.TrimSuffix(full, ".key") + ".cert"); err != nil {
+					return nil, fmt.Errorf("upstream: tls.cert_dir: key %s has no client certificate", full)
+				}
+			}
+		}
 	}
 	return tc, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -167,4 +168,67 @@ func newStoreAt(t *testing.T, root string) *storage.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// TestPrefetchSkopeoSyncCertDir: a skopeo-sync file's cert-dir supplies the
+// CA of a TLS upstream the config does not trust; without it the image fails.
+func TestPrefetchSkopeoSyncCertDir(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	img, err := random.Image(2048, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "https://") + "/team/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+
+	dir := t.TempDir()
+	certDir := filepath.Join(dir, "certs.d")
+	if err := os.Mkdir(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prefetchYAML := func(extra string) []string {
+		list := filepath.Join(dir, "sync.yaml")
+		doc := "docker.io:\n  images:\n    team/app: [v1]\n" + extra
+		if err := os.WriteFile(list, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"prefetch", "--root", filepath.Join(dir, "cache"), "--upstream", "docker.io=" + srv.URL,
+			"--log-level", "error", "-f", list, "-o", "json"}
+	}
+
+	var out bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs(prefetchYAML(""))
+	var ee exitError
+	if err := cmd.ExecuteContext(t.Context()); !errors.As(err, &ee) || ee.code != 2 {
+		t.Fatalf("without cert-dir: want exit status 2, got %v\n%s", err, out.String())
+	}
+
+	out.Reset()
+	cmd = newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs(prefetchYAML("  cert-dir: " + certDir + "\n"))
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("with cert-dir: %v\n%s", err, out.String())
+	}
+	var rep prefetch.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if len(rep.Images) != 1 || rep.Images[0].Digest.String() != want.String() || rep.Images[0].Error != "" {
+		t.Fatalf("report: %+v", rep.Images)
+	}
 }

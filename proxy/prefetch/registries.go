@@ -47,12 +47,13 @@ func CheckRegistries(cfg *config.Config, lists []NamedList) error {
 	return errors.Join(errs...)
 }
 
-// WithListCredentials returns a copy of cfg in which the credentials and
-// tls-verify settings of the lists' skopeo-sync registry entries replace
+// WithListCredentials returns a copy of cfg in which the credentials,
+// tls-verify and cert-dir settings of the lists' skopeo-sync registry entries replace
 // the configured ones, for those hosts only. The prefetch command uses it
 // for the proxy it builds for itself; a running server never takes
-// credentials from a posted list (see registryWarnings). cert-dir is not
-// mapped: configure upstreams.<host>.tls instead.
+// credentials from a posted list (see registryWarnings). cert-dir becomes
+// upstreams.<host>.tls.cert_dir (CAs and client certificates in the certs.d
+// layout), added to what the config sets.
 func WithListCredentials(cfg *config.Config, lists []NamedList) (*config.Config, []string) {
 	out := *cfg
 	out.Upstreams = maps.Clone(cfg.Upstreams)
@@ -83,7 +84,9 @@ func WithListCredentials(cfg *config.Config, lists []NamedList) (*config.Config,
 				notes = append(notes, fmt.Sprintf("%s: tls-verify false for %s: certificates are not verified", opts.Source, host))
 			}
 			if opts.CertDir != "" {
-				notes = append(notes, fmt.Sprintf("%s: cert-dir for %s is ignored; set upstreams.%s.tls in the config", opts.Source, host, host))
+				u.TLS.CertDir = opts.CertDir
+				changed = true
+				notes = append(notes, fmt.Sprintf("%s: cert-dir %s for %s taken from the list", opts.Source, opts.CertDir, host))
 			}
 			if changed {
 				out.Upstreams[host] = u
