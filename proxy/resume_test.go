@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stowage/stowage/proxy/internal/testenv"
@@ -169,5 +170,55 @@ func TestReferrersFilter(t *testing.T) {
 	}
 	if resp.Header.Get("OCI-Filters-Applied") != "artifactType" || len(got.Manifests) != 1 || got.Manifests[0].ArtifactType != "application/vnd.a" {
 		t.Fatalf("filtered referrers: header %q, %+v", resp.Header.Get("OCI-Filters-Applied"), got.Manifests)
+	}
+}
+
+// TestReferrersPaginated: an upstream that pages its referrers list with
+// Link headers gives the client one complete index (no Link to follow on
+// our side), cached whole for when the upstream is away.
+func TestReferrersPaginated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	subject := "sha256:" + strings.Repeat("c", 64)
+	var pages atomic.Int32
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !strings.Contains(r.URL.Path, "/referrers/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		pages.Add(1)
+		digit := "a"
+		if r.URL.Query().Get("last") == "" {
+			w.Header().Set("Link", "<"+r.URL.Path+"?n=1&last=a>; rel=\"next\"")
+		} else {
+			digit = "b"
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` +
+			`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:` + strings.Repeat(digit, 64) + `","size":10,"artifactType":"application/vnd.sig"}]}`))
+	})
+	get := func() (string, []string) {
+		resp := e.get(context.Background(), http.MethodGet, "/v2/library/sig/referrers/"+subject, nil)
+		defer resp.Body.Close()
+		var idx struct {
+			Manifests []struct {
+				Digest string `json:"digest"`
+			} `json:"manifests"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("referrers: %d %v", resp.StatusCode, err)
+		}
+		var got []string
+		for _, d := range idx.Manifests {
+			got = append(got, d.Digest[len("sha256:"):][:1])
+		}
+		return resp.Header.Get("Link"), got
+	}
+	if link, got := get(); strings.Join(got, "") != "ab" || link != "" || pages.Load() != 2 {
+		t.Fatalf("paginated referrers: %v, Link %q, %d upstream pages", got, link, pages.Load())
+	}
+	e.up.Close()
+	if _, got := get(); strings.Join(got, "") != "ab" {
+		t.Fatalf("cached paginated referrers: %v", got)
 	}
 }

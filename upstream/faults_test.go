@@ -2,10 +2,13 @@ package upstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,5 +320,71 @@ func TestReferrers(t *testing.T) {
 	m, err := c.Referrers(t.Context(), "a/b", blobDigest, "application/spdx+json")
 	if err != nil || m.MediaType != "application/vnd.oci.image.index.v1+json" {
 		t.Fatalf("Referrers = %+v, %v", m, err)
+	}
+}
+
+// referrerPages serves a referrers listing in pages of two descriptors,
+// linked with relative "Link: <...>; rel=next" URLs as registries send them.
+// Descriptor 3 appears on two pages. next rewrites a page's Link target.
+func referrerPages(t *testing.T, descs []string, next func(page int, target string) string) *httptest.Server {
+	t.Helper()
+	return serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+		var items []string
+		for i := page * 2; i < len(descs) && i < page*2+2; i++ {
+			items = append(items, `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"`+descs[i]+`","size":1,"artifactType":"application/vnd.sig"}`)
+		}
+		if (page+1)*2 < len(descs) {
+			target := fmt.Sprintf("%s?page=%d", r.URL.Path, page+1)
+			if next != nil {
+				target = next(page, target)
+			}
+			w.Header().Set("Link", `<`+target+`>; rel="next"`)
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		_, _ = io.WriteString(w, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[`+strings.Join(items, ",")+`]}`)
+	})
+}
+
+func TestReferrersPagination(t *testing.T) {
+	t.Parallel()
+	var descs []string
+	for _, c := range "123345" { // "3" twice: a descriptor repeated across pages
+		descs = append(descs, "sha256:"+strings.Repeat(string(c), 64))
+	}
+	c := newClient(t, testConfig(referrerPages(t, descs, nil).URL))
+	m, err := c.Referrers(t.Context(), "a/b", blobDigest, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx struct {
+		MediaType string `json:"mediaType"`
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(m.Body, &idx); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range idx.Manifests {
+		got = append(got, d.Digest[len("sha256:"):][:1])
+	}
+	if strings.Join(got, "") != "12345" || idx.MediaType != "application/vnd.oci.image.index.v1+json" || m.Digest != digest.FromBytes(m.Body) {
+		t.Fatalf("merged referrers: %v (%s)", got, m.Body)
+	}
+
+	for name, next := range map[string]func(int, string) string{
+		"other path": func(int, string) string { return "/v2/a/b/tags/list?page=1" },
+		"other host": func(_ int, target string) string { return "http://198.51.100.1" + target },
+		"loop":       func(_ int, target string) string { return strings.Replace(target, "page=2", "page=1", 1) },
+	} {
+		c := newClient(t, testConfig(referrerPages(t, descs, next).URL))
+		if _, err := c.Referrers(t.Context(), "a/b", blobDigest, ""); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // DefaultManifestAccept is the Accept list used when the caller passes nil:
@@ -233,48 +234,122 @@ func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (*Ta
 // nextLast extracts the "last" parameter of a Link: <...?last=X&n=Y>;
 // rel="next" header.
 func nextLast(link string) string {
-	for part := range strings.SplitSeq(link, ",") {
-		target, params, ok := strings.Cut(part, ";")
-		if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
-			continue
-		}
-		target = strings.Trim(strings.TrimSpace(target), "<>")
-		u, err := url.Parse(target)
-		if err != nil {
-			continue
-		}
+	if u := nextLink(link); u != nil {
 		return u.Query().Get("last")
 	}
 	return ""
 }
 
+// nextLink returns the target of a Link header's rel="next" entry, or nil.
+func nextLink(link string) *url.URL {
+	for part := range strings.SplitSeq(link, ",") {
+		target, params, ok := strings.Cut(part, ";")
+		if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
+			continue
+		}
+		u, err := url.Parse(strings.Trim(strings.TrimSpace(target), "<>"))
+		if err != nil {
+			continue
+		}
+		return u
+	}
+	return nil
+}
+
+// maxReferrerPages bounds how many Link pages one Referrers call follows.
+const maxReferrerPages = 64
+
 // Referrers implements Registry. An old registry without the referrers API
-// answers 404: ErrNotFound (the caller falls back to the tag schema).
+// answers 404: ErrNotFound (the caller falls back to the tag schema). A
+// paginated answer (Link: <...>; rel="next") is followed, within the same
+// referrers path, and the pages are merged into one index, so the caller
+// gets the complete list; a single page is returned byte-identical. The
+// pages together are capped like one manifest.
 func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest, artifactType string) (*Manifest, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("upstream: referrers digest %q: %w", dgst, ErrInvalid)
 	}
+	path := "referrers/" + dgst.String()
 	q := url.Values{}
 	if artifactType != "" {
 		q.Set("artifactType", artifactType)
 	}
-	resp, err := c.do(ctx, request{
-		method: http.MethodGet, repo: repo, path: "referrers/" + dgst.String(), query: q,
-		header: http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}},
-	})
+	var (
+		merged  v1.Index
+		total   int64
+		first   *Manifest
+		seen    = map[digest.Digest]bool{}
+		page    int
+		visited = map[string]bool{}
+	)
+	for {
+		page++
+		resp, err := c.do(ctx, request{
+			method: http.MethodGet, repo: repo, path: path, query: q,
+			header: http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		body, err := c.readCapped(resp, "referrers "+repo+"@"+dgst.String())
+		link := resp.Header.Get("Link")
+		ct := resp.Header.Get("Content-Type")
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		next := nextLink(link)
+		if page == 1 {
+			first = &Manifest{MediaType: mediaType(ct), Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}
+			if first.MediaType == "" {
+				first.MediaType = bodyMediaType(body)
+			}
+			if next == nil {
+				return first, nil
+			}
+		}
+		var idx v1.Index
+		if err := json.Unmarshal(body, &idx); err != nil {
+			return nil, c.invalid("referrers %s@%s: page %d is not an image index", repo, dgst, page)
+		}
+		if page == 1 {
+			merged = idx
+			merged.Manifests = nil
+		}
+		for _, d := range idx.Manifests {
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				merged.Manifests = append(merged.Manifests, d)
+			}
+		}
+		if total += int64(len(body)); total > c.opts.maxManifestSize {
+			return nil, fmt.Errorf("upstream %s: referrers %s@%s: pages over the %d-byte cap: %w", c.host, repo, dgst, c.opts.maxManifestSize, ErrTooLarge)
+		}
+		if next == nil {
+			break
+		}
+		// Only the same referrers listing is followed, never another
+		// path or host; a repeated page ends the walk.
+		if (next.Host != "" && next.Host != resp.Request.URL.Host) || !strings.HasSuffix(next.Path, "/"+repo+"/"+path) {
+			return nil, c.invalid("referrers %s@%s: next page %q is outside the listing", repo, dgst, next.Redacted())
+		}
+		if visited[next.RawQuery] || page >= maxReferrerPages {
+			return nil, c.invalid("referrers %s@%s: more than %d pages or a loop", repo, dgst, maxReferrerPages)
+		}
+		visited[next.RawQuery] = true
+		q = next.Query()
+	}
+	if merged.MediaType == "" {
+		merged.MediaType = v1.MediaTypeImageIndex
+	}
+	if merged.Manifests == nil {
+		merged.Manifests = []v1.Descriptor{}
+	}
+	body, err := json.Marshal(merged)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := c.readCapped(resp, "referrers "+repo+"@"+dgst.String())
-	if err != nil {
-		return nil, err
-	}
-	m := &Manifest{MediaType: mediaType(resp.Header.Get("Content-Type")), Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}
-	if m.MediaType == "" {
-		m.MediaType = bodyMediaType(body)
-	}
-	return m, nil
+	return &Manifest{MediaType: v1.MediaTypeImageIndex, Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}, nil
 }
 
 // parseRef says whether ref is a digest (and which).
