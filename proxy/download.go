@@ -50,7 +50,8 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) error {
 			failures = 0
 		}
 		failures++
-		if !upstream.Temporary(err) || failures >= ucfg.Retry.Attempts || ctx.Err() != nil {
+		if !upstream.Temporary(err) || errors.Is(err, upstream.ErrCertificate) ||
+			failures >= ucfg.Retry.Attempts || ctx.Err() != nil {
 			return err
 		}
 		wait := backoff(ucfg.Retry, failures, err)

@@ -91,6 +91,11 @@ var (
 	// ErrUnavailable: the upstream could not be reached or failed (network
 	// errors, timeouts, 5xx) after the retry budget.
 	ErrUnavailable = errors.New("upstream: unavailable")
+	// ErrCertificate: the upstream's TLS certificate does not verify (an
+	// unknown CA, a wrong host name). It comes wrapped together with
+	// ErrUnavailable, so a cached copy is still served stale; the request
+	// itself is not retried, since only a config change can fix it.
+	ErrCertificate = errors.New("upstream: certificate does not verify")
 	// ErrTooLarge: a manifest over the size cap.
 	ErrTooLarge = errors.New("upstream: manifest too large")
 	// ErrDigestMismatch: the bytes do not match the digest asked for.

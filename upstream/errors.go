@@ -102,6 +102,9 @@ func networkError(err error) error {
 	if errors.Is(err, errRedirectRefused) {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if permanentNetError(err) {
+		return fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrCertificate, err)
+	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 

@@ -153,8 +153,10 @@ func TestTLSUpstreamWithOwnCA(t *testing.T) {
 
 	cfg := testConfig(reg.URL)
 	c := newClient(t, cfg)
-	if _, err := c.GetManifest(t.Context(), "library/busybox", "1", nil); err == nil {
-		t.Fatal("TLS without the CA succeeded")
+	// Unknown CA: unavailable (a cached copy may be served stale), marked
+	// as a certificate problem, and not retried.
+	if _, err := c.GetManifest(t.Context(), "library/busybox", "1", nil); !errors.Is(err, ErrCertificate) || !Temporary(err) {
+		t.Fatalf("TLS without the CA: %v, want ErrCertificate and Temporary", err)
 	}
 	cfg.TLS.CAFile = reg.CAFile(t)
 	c = newClient(t, cfg)

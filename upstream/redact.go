@@ -94,7 +94,7 @@ func (r redactor) safeCauses(err error) []error {
 	}
 	for _, s := range []error{
 		ErrNotFound, ErrUnauthorized, ErrDenied, ErrTooManyRequests,
-		ErrUnavailable, ErrTooLarge, ErrDigestMismatch, ErrInvalid,
+		ErrUnavailable, ErrCertificate, ErrTooLarge, ErrDigestMismatch, ErrInvalid,
 		context.Canceled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, s) && (se == nil || !errors.Is(se, s)) {

@@ -216,6 +216,14 @@ func TestPrefetchSkopeoSyncCertDir(t *testing.T) {
 	if err := cmd.ExecuteContext(t.Context()); !errors.As(err, &ee) || ee.code != 2 {
 		t.Fatalf("without cert-dir: want exit status 2, got %v\n%s", err, out.String())
 	}
+	var failed prefetch.Report
+	if err := json.Unmarshal(out.Bytes(), &failed); err != nil || len(failed.Images) != 1 {
+		t.Fatalf("report: %v\n%s", err, out.String())
+	}
+	// An unknown CA is not a passing fault: the image is tried once.
+	if im := failed.Images[0]; im.Attempts != 1 || !strings.Contains(im.Error, "certificate") {
+		t.Fatalf("without cert-dir: %d attempts, error %q", im.Attempts, im.Error)
+	}
 
 	out.Reset()
 	cmd = newRootCmd()

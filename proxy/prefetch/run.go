@@ -104,7 +104,7 @@ func retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	for _, perm := range []error{upstream.ErrNotFound, upstream.ErrDenied, upstream.ErrUnauthorized,
-		ErrNoPlatform, ErrUnsupported, ErrInvalidRequest} {
+		upstream.ErrCertificate, ErrNoPlatform, ErrUnsupported, ErrInvalidRequest} {
 		if errors.Is(err, perm) {
 			return false
 		}
