@@ -72,6 +72,14 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, nil, err
 	}
+	// Job records live beside the cache, so GET answers for a job across
+	// a restart of the server.
+	loadCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = jobs.Persist(loadCtx, store)
+	cancel()
+	if err != nil {
+		return nil, nil, err
+	}
 	s := &prefetchService{jobs: jobs, log: log}
 	token, err := adminToken(cfg.Admin)
 	if err != nil {

@@ -3,6 +3,7 @@ package prefetch_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -185,5 +186,93 @@ func TestAdminAPIJobs(t *testing.T) {
 	}
 	if _, err := e.store.GetPin(t.Context(), "json-job"); err != nil {
 		t.Fatalf("json job pin: %v", err)
+	}
+}
+
+// TestJobsPersist: job records kept in the store outlive the job runner:
+// a new runner (a restarted server) answers for finished jobs with their
+// reports, shows a job that never ended as failed, and forgets (and
+// deletes) the oldest beyond its bound.
+func TestJobsPersist(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, "")
+	refs, _ := sharedImages(t, e.up, 3)
+	ctx := t.Context()
+	wait := func(js *prefetch.Jobs, id string) prefetch.Job {
+		t.Helper()
+		for range 1500 {
+			if j, ok := js.Get(id); ok && j.State.Done() {
+				return j
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("job %s did not end", id)
+		return prefetch.Job{}
+	}
+	records := func() map[string][]byte {
+		t.Helper()
+		recs, err := e.store.Records(ctx, "jobs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+
+	first, err := prefetch.NewJobs(e.engine(), 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Persist(ctx, e.store); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i, ref := range refs {
+		j, err := first.Submit(fmt.Sprintf("job-%d", i), prefetch.Request{Images: []string{ref}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j := wait(first, j.ID); j.State != prefetch.JobSucceeded {
+			t.Fatalf("job %d: %+v", i, j)
+		}
+		ids = append(ids, j.ID)
+	}
+	first.Close()
+	if recs := records(); len(recs) != 2 || recs[ids[0]] != nil {
+		t.Fatalf("records after 3 jobs with keep 2: %d (first kept: %v)", len(recs), recs[ids[0]] != nil)
+	}
+	// A record left by a process that stopped while its job was running.
+	crashed, _ := json.Marshal(prefetch.Job{ID: "c0ffee", Name: "crashed", State: prefetch.JobRunning, Created: time.Now().UTC()})
+	if err := e.store.PutRecord(ctx, "jobs", "c0ffee", crashed); err != nil {
+		t.Fatal(err)
+	}
+
+	second, err := prefetch.NewJobs(e.engine(), 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(second.Close)
+	if err := second.Persist(ctx, e.store); err != nil {
+		t.Fatal(err)
+	}
+	if list := second.List(); len(list) != 3 || list[0].ID != "c0ffee" {
+		t.Fatalf("restored jobs: %+v", list)
+	}
+	for _, id := range ids[1:] {
+		j, ok := second.Get(id)
+		if !ok || j.State != prefetch.JobSucceeded || j.Report == nil || !j.Report.OK() || j.Progress.ImagesDone != 1 {
+			t.Fatalf("restored job %s: %v %+v", id, ok, j)
+		}
+	}
+	if j, _ := second.Get("c0ffee"); j.State != prefetch.JobFailed || !strings.Contains(j.Error, "interrupted") {
+		t.Fatalf("interrupted job: %+v", j)
+	}
+	// One more job: the oldest restored one goes, record and all.
+	j, err := second.Submit("again", prefetch.Request{Images: []string{refs[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(second, j.ID)
+	if recs := records(); len(recs) != 3 || recs[ids[1]] != nil || recs[j.ID] == nil {
+		t.Fatalf("records after a 4th job with keep 3: %d", len(recs))
 	}
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/stowage/stowage/storage"
 )
 
 // JobState is where a job is in its life.
@@ -44,7 +48,7 @@ type Job struct {
 
 type job struct {
 	Job
-	prog *Progress
+	prog *Progress // nil for a job loaded from its record: Job.Progress holds the last snapshot
 }
 
 // Jobs runs engine runs in the background with a bound on how many run at
@@ -62,7 +66,98 @@ type Jobs struct {
 	order   []string
 	closed  bool
 	closeMu sync.Once
+	// store keeps job records across restarts (see Persist); saveMu
+	// orders the writes so a record never goes back to an older state.
+	store  *storage.Store
+	saveMu sync.Mutex
 }
+
+// jobsRecordKind is where job records live in the store.
+const jobsRecordKind = "jobs"
+
+// errInterrupted is the error of a job whose record says it had not ended.
+const errInterrupted = "interrupted: the server stopped (or another replica runs it) before the job ended"
+
+// Persist keeps job records in store (under /stowage/jobs/, beside the
+// cache), so a restarted server still answers GET for the jobs it ran. It
+// loads the newest records now (up to keep); a job recorded as queued or
+// running is shown as failed, interrupted, since no process here runs it.
+// From now on every job's record is written at each change of state. Call
+// it before the first Submit.
+func (js *Jobs) Persist(ctx context.Context, store *storage.Store) error {
+	recs, err := store.Records(ctx, jobsRecordKind)
+	if err != nil {
+		return fmt.Errorf("prefetch: loading job records: %w", err)
+	}
+	loaded := make([]*job, 0, len(recs))
+	for name, b := range recs {
+		var j Job
+		if err := json.Unmarshal(b, &j); err != nil || j.ID != name {
+			js.log.Warn("unreadable prefetch job record; ignored", "record", name, "err", err)
+			continue
+		}
+		if !j.State.Done() {
+			j.State, j.Error = JobFailed, errInterrupted
+		}
+		loaded = append(loaded, &job{Job: j})
+	}
+	sort.Slice(loaded, func(a, b int) bool { return loaded[a].Created.Before(loaded[b].Created) })
+	js.mu.Lock()
+	js.store = store
+	ids := make([]string, 0, len(loaded)+len(js.order))
+	for _, j := range loaded {
+		if _, ok := js.jobs[j.ID]; !ok {
+			js.jobs[j.ID] = j
+			ids = append(ids, j.ID)
+		}
+	}
+	js.order = append(ids, js.order...)
+	dropped := js.forgetLocked()
+	js.mu.Unlock()
+	js.deleteRecords(dropped)
+	return nil
+}
+
+// save writes j's record when records are kept.
+func (js *Jobs) save(j *job) {
+	js.saveMu.Lock()
+	defer js.saveMu.Unlock()
+	js.mu.Lock()
+	store, snap := js.store, j.snapshotLocked(true)
+	js.mu.Unlock()
+	if store == nil {
+		return
+	}
+	b, err := json.Marshal(snap)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+		err = store.PutRecord(ctx, jobsRecordKind, snap.ID, b)
+		cancel()
+	}
+	if err != nil {
+		js.log.Warn("writing prefetch job record", "job", snap.ID, "err", err)
+	}
+}
+
+// deleteRecords removes the records of forgotten jobs.
+func (js *Jobs) deleteRecords(ids []string) {
+	js.mu.Lock()
+	store := js.store
+	js.mu.Unlock()
+	if store == nil {
+		return
+	}
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+		if err := store.DeleteRecord(ctx, jobsRecordKind, id); err != nil {
+			js.log.Warn("deleting prefetch job record", "job", id, "err", err)
+		}
+		cancel()
+	}
+}
+
+// recordTimeout bounds one job record write.
+const recordTimeout = 10 * time.Second
 
 // NewJobs returns a job runner over eng running at most parallel jobs at
 // once and remembering the last keep jobs.
@@ -90,10 +185,12 @@ func (js *Jobs) Submit(name string, req Request) (Job, error) {
 	}
 	js.jobs[j.ID] = j
 	js.order = append(js.order, j.ID)
-	js.forgetLocked()
+	dropped := js.forgetLocked()
 	snap := j.snapshotLocked(true)
 	js.wg.Add(1)
 	js.mu.Unlock()
+	js.deleteRecords(dropped)
+	js.save(j)
 	go js.run(j, req)
 	return snap, nil
 }
@@ -120,12 +217,14 @@ func (js *Jobs) run(j *job, req Request) {
 	js.mu.Lock()
 	j.State, j.Started = JobRunning, &now
 	js.mu.Unlock()
+	js.save(j)
 	js.log.Info("prefetch job started", "job", j.ID, "name", j.Name)
 	rep, err := js.eng.Run(ctx, req, j.prog)
 	js.finish(j, rep, err)
 }
 
 func (js *Jobs) finish(j *job, rep *Report, err error) {
+	defer js.save(j)
 	now := time.Now().UTC()
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -149,27 +248,33 @@ func (js *Jobs) finish(j *job, rep *Report, err error) {
 	js.log.Info("prefetch job finished", attrs...)
 }
 
-// forgetLocked drops the oldest finished jobs beyond keep.
-func (js *Jobs) forgetLocked() {
+// forgetLocked drops the oldest finished jobs beyond keep and returns
+// their ids.
+func (js *Jobs) forgetLocked() []string {
+	var out []string
 	for len(js.order) > js.keep {
 		dropped := false
 		for i, id := range js.order {
 			if js.jobs[id].State.Done() {
 				delete(js.jobs, id)
 				js.order = append(js.order[:i], js.order[i+1:]...)
+				out = append(out, id)
 				dropped = true
 				break
 			}
 		}
 		if !dropped {
-			return // all running: keep them
+			return out // all running: keep them
 		}
 	}
+	return out
 }
 
 func (j *job) snapshotLocked(withReport bool) Job {
 	s := j.Job
-	s.Progress = j.prog.Snapshot()
+	if j.prog != nil {
+		s.Progress = j.prog.Snapshot()
+	}
 	if !withReport {
 		s.Report = nil
 	}

@@ -23,6 +23,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *storage.Store) {
 	t.Run("Tags", func(t *testing.T) { t.Parallel(); testTags(t, newStore(t)) })
 	t.Run("Repositories", func(t *testing.T) { t.Parallel(); testRepositories(t, newStore(t)) })
 	t.Run("Referrers", func(t *testing.T) { t.Parallel(); testReferrers(t, newStore(t)) })
+	t.Run("Records", func(t *testing.T) { t.Parallel(); testRecords(t, newStore(t)) })
 }
 
 func stage(t *testing.T, s *storage.Store, data []byte) (digest.Digest, *storage.Staging) {
@@ -191,5 +192,35 @@ func testReferrers(t *testing.T, s *storage.Store) {
 	}
 	if b, err := s.GetReferrers(ctx, "r/x", d, "application/vnd.example+json"); err != nil || string(b) != "typed" {
 		t.Fatalf("typed: %s %v", b, err)
+	}
+}
+
+func testRecords(t *testing.T, s *storage.Store) {
+	ctx := context.Background()
+	if recs, err := s.Records(ctx, "jobs"); err != nil || len(recs) != 0 {
+		t.Fatalf("no records yet: %v %v", recs, err)
+	}
+	for name, data := range map[string]string{"a1": "one", "b2": "two"} {
+		if err := s.PutRecord(ctx, "jobs", name, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutRecord(ctx, "jobs", "a1", []byte("one again")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRecord(ctx, "jobs", "b2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRecord(ctx, "jobs", "never"); err != nil {
+		t.Fatalf("deleting a missing record: %v", err)
+	}
+	recs, err := s.Records(ctx, "jobs")
+	if err != nil || len(recs) != 1 || string(recs["a1"]) != "one again" {
+		t.Fatalf("records: %q %v", recs, err)
+	}
+	for _, bad := range [][2]string{{"jobs", "../pins"}, {"jobs", ""}, {"Jobs", "x"}, {"../x", "y"}} {
+		if err := s.PutRecord(ctx, bad[0], bad[1], nil); !errors.Is(err, storage.ErrInvalidRecord) {
+			t.Errorf("PutRecord(%q, %q) = %v, want ErrInvalidRecord", bad[0], bad[1], err)
+		}
 	}
 }
