@@ -167,7 +167,7 @@ func TestTLSUpstreamWithOwnCA(t *testing.T) {
 
 func TestTokenRenewal(t *testing.T) {
 	t.Parallel()
-	reg := testregistry.Start(t, testregistry.WithTokenAuth(testregistry.TokenAuth{Expiry: time.Second}))
+	reg := testregistry.Start(t, testregistry.WithTokenAuth(testregistry.TokenAuth{Expiry: 3 * time.Second}))
 	reg.SeedImage(t, "team/app", "v1", 1, 256)
 	c := newClient(t, testConfig(reg.URL))
 	// A frozen client clock: the client never expires the token itself,
@@ -185,7 +185,7 @@ func TestTokenRenewal(t *testing.T) {
 	if n := reg.TokenRequests("repository:team/app:pull"); n != 1 {
 		t.Fatalf("tokens = %d, want 1 (reused)", n)
 	}
-	time.Sleep(1100 * time.Millisecond) // the server-side expiry
+	time.Sleep(3100 * time.Millisecond) // the server-side expiry (3 s: two requests never straddle it, even on a loaded machine)
 	get()
 	if n := reg.TokenRequests("repository:team/app:pull"); n != 2 {
 		t.Fatalf("tokens = %d after server-side expiry (401), want 2", n)
