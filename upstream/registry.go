@@ -328,9 +328,11 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 		if next == nil {
 			break
 		}
-		// Only the same referrers listing is followed, never another
-		// path or host; a repeated page ends the walk.
-		if (next.Host != "" && next.Host != resp.Request.URL.Host) || !strings.HasSuffix(next.Path, "/"+repo+"/"+path) {
+		// Only the same referrers listing is followed: the next page is
+		// asked of this endpoint with the Link's query, whatever host the
+		// Link names (a registry behind a load balancer may name its
+		// public one); another path is refused, a repeated page ends it.
+		if !strings.HasSuffix(next.Path, "/"+repo+"/"+path) {
 			return nil, c.invalid("referrers %s@%s: next page %q is outside the listing", repo, dgst, next.Redacted())
 		}
 		if visited[next.RawQuery] || page >= maxReferrerPages {
