@@ -123,10 +123,10 @@ func (js *Jobs) save(j *job) {
 	js.saveMu.Lock()
 	defer js.saveMu.Unlock()
 	js.mu.Lock()
-	store, snap := js.store, j.snapshotLocked(true)
+	store, snap, kept := js.store, j.snapshotLocked(true), js.jobs[j.ID] == j
 	js.mu.Unlock()
-	if store == nil {
-		return
+	if store == nil || !kept {
+		return // not kept, or already forgotten (its record is deleted)
 	}
 	b, err := json.Marshal(snap)
 	if err == nil {
@@ -139,8 +139,14 @@ func (js *Jobs) save(j *job) {
 	}
 }
 
-// deleteRecords removes the records of forgotten jobs.
+// deleteRecords removes the records of forgotten jobs. It takes saveMu, so
+// a save that began before the job was forgotten cannot write after it.
 func (js *Jobs) deleteRecords(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	js.saveMu.Lock()
+	defer js.saveMu.Unlock()
 	js.mu.Lock()
 	store := js.store
 	js.mu.Unlock()
