@@ -29,8 +29,11 @@ type fill struct {
 	changed chan struct{} // closed and replaced on every state change
 	size    int64         // total size, -1 until the upstream said it
 	written int64         // bytes in the staging file
-	done    bool
-	err     error // outcome once done; nil means committed
+	// verified: every byte is written and matches the digest and size.
+	// Readers may then have the last byte, before the fsync and commit.
+	verified bool
+	done     bool
+	err      error // outcome once done; nil means committed
 	// cached means the blob was already committed when the fill started:
 	// readers must use the store, the staging file holds nothing.
 	cached bool
@@ -210,10 +213,12 @@ func (f *fill) follow(ctx context.Context, progress func(int64)) error {
 }
 
 // readableLocked is how far readers may read. Until the blob is verified
-// and committed the last byte is held back, so no client ever receives a
-// complete response with unverified bytes: a mismatch cuts it short.
+// the last byte is held back, so no client ever receives a complete
+// response with unverified bytes: a mismatch cuts it short. Verified bytes
+// stay readable even if the commit (fsync, rename) then fails: only the
+// cache copy is lost.
 func (f *fill) readableLocked() int64 {
-	if f.done && f.err == nil {
+	if f.verified || (f.done && f.err == nil) {
 		return f.written
 	}
 	if f.size >= 0 && f.written >= f.size {
@@ -264,7 +269,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	for {
 		f := r.f
 		f.mu.Lock()
-		avail, done, ferr, ch := f.readableLocked(), f.done, f.err, f.changed
+		avail, verified, done, ferr, ch := f.readableLocked(), f.verified, f.done, f.err, f.changed
 		f.mu.Unlock()
 		if r.off < avail {
 			n := int64(len(p))
@@ -282,6 +287,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 				return 0, r.err
 			}
 			return got, nil
+		}
+		if verified {
+			return 0, io.EOF // every byte was verified: the commit's outcome does not matter here
 		}
 		if done {
 			if ferr != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,4 +172,36 @@ func TestUpstreamWithoutLength(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestCommitFailureAfterVerification: when the cache cannot take a blob
+// (here a directory squats on its data path, so the commit's rename fails),
+// the client still receives the complete verified body, nothing is
+// committed, and the next pull fetches again.
+func TestCommitFailureAfterVerification(t *testing.T) {
+	t.Parallel()
+	const size = 2 << 20
+	e := newEnv(t, envOptions{})
+	d := e.seedBlob("library/nocommit:v1", size, 5)
+	squat := filepath.Join(e.root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
+	if err := os.MkdirAll(squat, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(squat, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		resp := e.get(t.Context(), http.MethodGet, "/v2/library/nocommit/blobs/"+d.String(), nil)
+		got, n, err := readAllHash(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || got != d || n != size {
+			t.Fatalf("attempt %d: %d, %d bytes, %s, %v", attempt, resp.StatusCode, n, got, err)
+		}
+		if c := e.up.Count(testenv.BlobGet); c != attempt {
+			t.Fatalf("attempt %d: upstream blob GETs = %d (the blob must not count as cached)", attempt, c)
+		}
+	}
+	if _, err := e.store.StatBlob(context.Background(), d); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("StatBlob with a directory at the data path: %v", err)
+	}
 }

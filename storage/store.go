@@ -228,6 +228,9 @@ func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, error)
 	if err != nil {
 		return BlobInfo{}, mapErr(err)
 	}
+	if fi.IsDir() {
+		return BlobInfo{}, fmt.Errorf("%w: %s: a directory where the blob's data belongs", ErrNotFound, d)
+	}
 	return BlobInfo{Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
@@ -245,6 +248,9 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (io.ReadSeekClose
 		fi, err := f.Stat()
 		if err != nil {
 			return nil, BlobInfo{}, errors.Join(err, f.Close())
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, BlobInfo{}, errors.Join(fmt.Errorf("%w: %s: not a regular file where the blob's data belongs", ErrNotFound, d), f.Close())
 		}
 		return f, BlobInfo{Size: fi.Size(), ModTime: fi.ModTime()}, nil
 	}
