@@ -107,8 +107,9 @@ written only for content that is present, and entries outside the registry
 layout, escaping the root, or that are links or devices are refused. Imported
 tags get the import time as their fetched-at time: they are served as fresh
 for the tag TTL, then revalidated against the upstream (or served stale,
-within cache.max_stale, while it cannot be reached). Importing twice is a
-no-op. Safe while a server uses the same cache directory.`,
+within cache.max_stale, while it cannot be reached). A cached tag that was
+resolved after the bundle's export is kept. Importing twice is a no-op.
+Safe while a server uses the same cache directory.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.load()
