@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
@@ -187,6 +188,55 @@ func TestPlatformFilter(t *testing.T) {
 	}
 	if _, err := e.engine().Run(t.Context(), prefetch.Request{Platforms: []string{"not a/platform/at/all"}}, nil); !errors.Is(err, prefetch.ErrInvalidRequest) {
 		t.Fatalf("bad platform: %v", err)
+	}
+
+	// A single-platform arm64 image: filtered out for amd64 after its
+	// config alone (as containerd would refuse it), fetched for arm64.
+	e.up.Push(t, "team/armonly:v1", imgs["arm64"])
+	e.up.ResetCounts()
+	rep, err = e.engine().Run(t.Context(), prefetch.Request{
+		Images: []string{"docker.io/team/armonly:v1"}, Platforms: []string{"linux/amd64"}}, nil)
+	if err != nil || rep.OK() || rep.Images[0].Attempts != 1 || !strings.Contains(rep.Images[0].Error, "linux/arm64") {
+		t.Fatalf("arm64 image for amd64: %v %+v", err, rep.Images)
+	}
+	if got := e.up.Count(testenv.BlobGet); got != 0 {
+		t.Fatalf("blob GETs = %d, want 0 (the arm64 config is cached from the index run)", got)
+	}
+	rep, err = e.engine().Run(t.Context(), prefetch.Request{
+		Images: []string{"docker.io/team/armonly:v1"}, Platforms: []string{"linux/arm64"}}, nil)
+	if err != nil || !rep.OK() || rep.Images[0].Platforms[0] != "linux/arm64" {
+		t.Fatalf("arm64 image for arm64: %v %+v", err, rep.Images)
+	}
+
+	// A fresh single-platform amd64 image for arm64: only its config is
+	// fetched, and an accepted image accounts its config as fetched.
+	amd := testenv.OCIImage(t, 2, 4096)
+	cf, _ := amd.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	amd, _ = mutate.ConfigFile(amd, cf)
+	e.up.Push(t, "team/amdonly:v1", amd)
+	e.up.ResetCounts()
+	rep, _ = e.engine().Run(t.Context(), prefetch.Request{
+		Images: []string{"docker.io/team/amdonly:v1"}, Platforms: []string{"linux/arm64"}}, nil)
+	if rep.OK() || e.up.Count(testenv.BlobGet) != 1 {
+		t.Fatalf("amd64 image for arm64: %d blob GETs, %+v", e.up.Count(testenv.BlobGet), rep.Images)
+	}
+	rep, err = e.engine().Run(t.Context(), prefetch.Request{
+		Images: []string{"docker.io/team/amdonly:v1"}, Platforms: []string{"linux/amd64"}}, nil)
+	if err != nil || !rep.OK() || e.up.Count(testenv.BlobGet) != 3 || rep.Images[0].UpstreamBytes+rep.Images[0].CachedBytes != rep.Images[0].Bytes {
+		t.Fatalf("amd64 image for amd64: %v, %d blob GETs, %+v", err, e.up.Count(testenv.BlobGet), rep.Images)
+	}
+	// Accepted on a cold cache: the config fetched by the platform check
+	// counts as upstream bytes like the layers.
+	cf2 := cf.DeepCopy()
+	cf2.Author = "a config of its own"
+	amd2, _ := mutate.ConfigFile(testenv.OCIImage(t, 1, 4096), cf2)
+	e.up.Push(t, "team/amd2:v1", amd2)
+	rep, err = e.engine().Run(t.Context(), prefetch.Request{
+		Images: []string{"docker.io/team/amd2:v1"}, Platforms: []string{"linux/amd64"}}, nil)
+	if err != nil || !rep.OK() || rep.Images[0].UpstreamBytes != rep.Images[0].Bytes || rep.Images[0].CachedBytes != 0 {
+		t.Fatalf("cold amd64 image: %v %+v", err, rep.Images)
 	}
 }
 

@@ -37,6 +37,9 @@ type walker struct {
 	blobs  []ocispec.Descriptor
 	seen   map[digest.Digest]bool
 	config *ocispec.Descriptor // of a single-platform image, to learn its platform
+	// configUp: the config was fetched from the upstream by the platform
+	// check, before fetch (which then finds it cached).
+	configUp bool
 }
 
 // imageOnce resolves one image and ensures its manifests and blobs.
@@ -58,6 +61,9 @@ func (r *run) imageOnce(ctx context.Context, it *item) (ImageReport, error) {
 	rep.Digest, rep.MediaType = m.Digest, m.MediaType
 	w := &walker{r: r, target: it.target, rep: &rep, seen: map[digest.Digest]bool{}}
 	if err := w.walk(ctx, m, nil, 0); err != nil {
+		return rep, err
+	}
+	if err := w.checkPlatform(ctx); err != nil {
 		return rep, err
 	}
 	if err := w.fetch(ctx, it.key(), repo); err != nil {
@@ -164,6 +170,31 @@ func (w *walker) image(m *proxy.Manifest, depth int) error {
 	return nil
 }
 
+// checkPlatform applies the platform filter to a single-platform image, as
+// containerd does when it pulls one: the config (small) is fetched first,
+// and an image whose config names another OS or architecture fails with
+// ErrNoPlatform before any layer is fetched. A config without a platform
+// (an artifact) passes.
+func (w *walker) checkPlatform(ctx context.Context) error {
+	if w.config == nil || w.r.match == nil || foreign(*w.config) {
+		return nil
+	}
+	up, err := w.r.ensure(ctx, w.target, w.config.Digest, nil)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", w.config.Digest, err)
+	}
+	w.configUp = up
+	p, ok := w.r.configPlatform(ctx, w.config.Digest)
+	if !ok {
+		return nil
+	}
+	parsed, err := platforms.Parse(p)
+	if err != nil || w.r.match.Match(parsed) {
+		return nil
+	}
+	return fmt.Errorf("%w: image %s is %s, not %s", ErrNoPlatform, w.rep.Digest, p, w.r.match)
+}
+
 // foreign reports a layer that lives outside the registry.
 func foreign(d ocispec.Descriptor) bool {
 	return len(d.URLs) > 0 || d.MediaType == dockerForeignLayer || strings.HasPrefix(d.MediaType, ociNonDistributable)
@@ -202,6 +233,9 @@ func (w *walker) fetch(ctx context.Context, ref, repo string) error {
 			mu.Lock()
 			w.rep.Blobs = append(w.rep.Blobs, d.Digest)
 			w.rep.sizes[d.Digest] = d.Size
+			if w.configUp && w.config != nil && d.Digest == w.config.Digest {
+				owner, up = true, true // fetched by checkPlatform
+			}
 			if owner && up {
 				w.rep.UpstreamBytes += d.Size
 				src = "upstream"
