@@ -38,12 +38,12 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		p.headBlobMiss(w, r, q)
 		return
 	}
-	f, err := p.fills.join(q)
+	f, held, err := p.fills.join(q, true)
 	if err != nil {
 		p.writeError(w, r, err)
 		return
 	}
-	p.streamFill(w, r, q, f)
+	p.streamFill(w, r, q, f, held)
 }
 
 // ensureBlobLinked allows a blob that the cache holds for another
@@ -98,9 +98,21 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 // streamFill serves a client from a fill as its bytes arrive. Errors before
 // the first byte become OCI errors; an error after it aborts the response
 // so the client sees a cut-short body, never a complete wrong one.
-func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, f *fill) {
+func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, f *fill, held bool) {
 	ctx := r.Context()
+	defer func() {
+		if held {
+			f.release() // no reader took the reference
+		}
+	}()
 	size, cached, err := f.waitSize(ctx)
+	if err != nil && held && ctx.Err() == nil {
+		// The fill ended in error after verifying every byte (the commit
+		// failed): the held reference keeps those bytes readable.
+		if n, ok := f.verifiedSize(); ok {
+			size, cached, err = n, false, nil
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return // the client left
@@ -119,7 +131,11 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, f
 		cached = true
 	}
 	var rd *fillReader
-	if !cached {
+	switch {
+	case cached:
+	case held:
+		rd, held = f.heldReader(ctx, size), false // the reader owns the reference now
+	default:
 		rd, _ = f.newReader(ctx, size) // nil once the fill has ended
 	}
 	if rd == nil {
@@ -171,7 +187,7 @@ func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64))
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return false, err
 	}
-	f, err := p.fills.join(q)
+	f, _, err := p.fills.join(q, false)
 	if err != nil {
 		return false, err
 	}

@@ -69,24 +69,40 @@ func newFillRegistry(p *Proxy) *fillRegistry {
 }
 
 // join returns the running fill for the request's digest, starting one if
-// none runs. The caller follows it with newReader.
-func (fr *fillRegistry) join(q *request) (*fill, error) {
+// none runs. The caller follows it with newReader. With hold, the caller
+// also gets a reference on the staging file (held reports whether it got
+// one; it must release it, or hand it to a reader with heldReader): the
+// verified bytes then stay readable for it even if the fill ends, commit
+// failed included, before it starts reading.
+func (fr *fillRegistry) join(q *request, hold bool) (f *fill, held bool, err error) {
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
 	if fr.closed {
-		return nil, errFillClosed
+		return nil, false, errFillClosed
 	}
 	if f, ok := fr.running[q.dgst]; ok {
-		return f, nil
+		if hold {
+			f.mu.Lock()
+			if f.refs > 0 {
+				f.refs++
+				held = true
+			}
+			f.mu.Unlock()
+		}
+		return f, held, nil
 	}
 	st, err := fr.p.store.NewStaging(q.dgst)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fill{
+	f = &fill{
 		dgst: q.dgst, host: q.host, repo: q.repo, cacheRepo: q.cacheRepo,
 		st: st, changed: make(chan struct{}), size: -1, cancel: cancel, refs: 1,
+	}
+	if hold {
+		f.refs++
+		held = true
 	}
 	fr.running[q.dgst] = f
 	fr.wg.Add(1)
@@ -97,7 +113,7 @@ func (fr *fillRegistry) join(q *request) (*fill, error) {
 		err := fr.p.runFill(ctx, f)
 		fr.finish(f, err)
 	}()
-	return f, nil
+	return f, held, nil
 }
 
 // finish records the outcome, wakes every reader and forgets the fill.
@@ -249,6 +265,25 @@ func (f *fill) newReader(ctx context.Context, size int64) (*fillReader, bool) {
 	}
 	f.refs++
 	return &fillReader{f: f, ctx: ctx, size: size}, true
+}
+
+// heldReader turns a reference taken by join(q, true) into a reader.
+func (f *fill) heldReader(ctx context.Context, size int64) *fillReader {
+	return &fillReader{f: f, ctx: ctx, size: size}
+}
+
+// release drops a reference taken by join(q, true) that no reader took.
+func (f *fill) release() {
+	f.mu.Lock()
+	f.releaseLocked()
+	f.mu.Unlock()
+}
+
+// verifiedSize reports the size of a fill whose bytes are verified.
+func (f *fill) verifiedSize() (int64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written, f.verified
 }
 
 // Close releases the reader's hold on the staging file.
