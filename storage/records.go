@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"strings"
 )
 
 // Records are small documents Stowage keeps for itself beside the cache
@@ -18,7 +19,7 @@ var recordKind = regexp.MustCompile(`^[a-z]{1,32}$`)
 var ErrInvalidRecord = errors.New("storage: invalid record")
 
 func recordPath(kind, name string) (string, error) {
-	if !recordKind.MatchString(kind) || !pinName.MatchString(name) {
+	if !recordKind.MatchString(kind) || !pinName.MatchString(name) || strings.HasSuffix(name, ".tmp") {
 		return "", fmt.Errorf("%w: %q/%q", ErrInvalidRecord, kind, name)
 	}
 	return path.Join(ownRoot, kind, name), nil
@@ -61,8 +62,8 @@ func (s *Store) Records(ctx context.Context, kind string) (map[string][]byte, er
 	out := make(map[string][]byte, len(entries))
 	for _, e := range entries {
 		name := path.Base(e)
-		if !pinName.MatchString(name) {
-			continue
+		if strings.HasSuffix(name, ".tmp") || !pinName.MatchString(name) {
+			continue // a write in progress (the driver's temporary file), or not ours
 		}
 		b, err := s.d.GetContent(ctx, e)
 		if errors.Is(mapErr(err), ErrNotFound) {

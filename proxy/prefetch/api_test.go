@@ -273,6 +273,10 @@ func TestJobsPersist(t *testing.T) {
 	}
 	wait(second, j.ID)
 	if recs := records(); len(recs) != 3 || recs[ids[1]] != nil || recs[j.ID] == nil {
-		t.Fatalf("records after a 4th job with keep 3: %d", len(recs))
+		var names []string
+		for n := range recs {
+			names = append(names, n)
+		}
+		t.Fatalf("records after a 4th job with keep 3: %v (restored %v, new %s)", names, ids[1:], j.ID)
 	}
 }
