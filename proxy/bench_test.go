@@ -49,13 +49,11 @@ func reference(b *testing.B, client *http.Client, url string, n int) time.Durati
 func BenchmarkCachedBlob64MiB(b *testing.B) {
 	const size = 64 << 20
 	e := newEnv(b, envOptions{})
-	img, layer := testenv.RawBlobImage(b, size, 9)
-	e.up.Push(b, "library/bench:v1", img)
-	d, _ := layer.Digest()
+	d := e.seedBlob("library/bench:v1", size, 9)
 	url := e.srv.URL + "/v2/library/bench/blobs/" + d.String()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	fetch(b, client, url, nil) // warm: fill and commit
-	file := filepath.Join(e.root, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data")
+	file := filepath.Join(e.root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
 	if _, err := os.Stat(file); err != nil {
 		b.Fatal(err)
 	}
@@ -84,10 +82,7 @@ func BenchmarkCachedBlob64MiB(b *testing.B) {
 func BenchmarkColdFill64MiB(b *testing.B) {
 	const size = 64 << 20
 	base := newEnv(b, envOptions{})
-	img, layer := testenv.RawBlobImage(b, size, 11)
-	base.up.Push(b, "library/bench:v1", img)
-	d, _ := layer.Digest()
-	path := "/v2/library/bench/blobs/" + d.String()
+	path := "/v2/library/bench/blobs/" + base.seedBlob("library/bench:v1", size, 11).String()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 
 	b.SetBytes(size)

@@ -178,11 +178,10 @@ func (p *Proxy) commitFill(ctx context.Context, f *fill, h hash.Hash) error {
 	if got := fmt.Sprintf("%s:%x", f.dgst.Algorithm(), h.Sum(nil)); got != f.dgst.String() {
 		return fmt.Errorf("%w: upstream bytes hash to %s, want %s", upstream.ErrDigestMismatch, got, f.dgst)
 	}
-	// Verified: release the held-back last byte now; the clients need not
-	// wait for the fsync and the commit, which only concern the cache.
+	// Verified: whatever happens to the commit, the readers may have every
+	// byte once the fill is done (the last byte is released then).
 	f.mu.Lock()
 	f.verified = true
-	f.broadcastLocked()
 	f.mu.Unlock()
 	if err := f.st.File.Sync(); err != nil {
 		return fmt.Errorf("sync staging file: %w", err)

@@ -30,7 +30,8 @@ type fill struct {
 	size    int64         // total size, -1 until the upstream said it
 	written int64         // bytes in the staging file
 	// verified: every byte is written and matches the digest and size.
-	// Readers may then have the last byte, before the fsync and commit.
+	// Once the fill is done, readers get every byte even if the commit
+	// (fsync, rename) failed: only the cache copy is lost.
 	verified bool
 	done     bool
 	err      error // outcome once done; nil means committed
@@ -228,13 +229,13 @@ func (f *fill) follow(ctx context.Context, progress func(int64)) error {
 	}
 }
 
-// readableLocked is how far readers may read. Until the blob is verified
-// the last byte is held back, so no client ever receives a complete
-// response with unverified bytes: a mismatch cuts it short. Verified bytes
-// stay readable even if the commit (fsync, rename) then fails: only the
-// cache copy is lost.
+// readableLocked is how far readers may read. Until the fill is done the
+// last byte is held back, so no client ever receives a complete response
+// with unverified bytes (a mismatch cuts it short), and a client that has
+// the whole blob knows it is in the cache. Verified bytes stay readable
+// even if the commit (fsync, rename) failed: only the cache copy is lost.
 func (f *fill) readableLocked() int64 {
-	if f.verified || (f.done && f.err == nil) {
+	if f.done && (f.err == nil || f.verified) {
 		return f.written
 	}
 	if f.size >= 0 && f.written >= f.size {
@@ -323,11 +324,8 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			}
 			return got, nil
 		}
-		if verified {
-			return 0, io.EOF // every byte was verified: the commit's outcome does not matter here
-		}
 		if done {
-			if ferr != nil {
+			if ferr != nil && !verified { // after verification only the commit failed
 				r.err = ferr
 				return 0, ferr
 			}
