@@ -265,10 +265,11 @@ func (f *fill) newReader(ctx context.Context, size int64) (*fillReader, bool) {
 		return nil, false
 	}
 	f.refs++
-	return &fillReader{f: f, ctx: ctx, size: size}, true
+	return f.heldReader(ctx, size), true
 }
 
-// heldReader turns a reference taken by join(q, true) into a reader.
+// heldReader turns a reference already taken (newReader, join(q, true))
+// into a reader.
 func (f *fill) heldReader(ctx context.Context, size int64) *fillReader {
 	return &fillReader{f: f, ctx: ctx, size: size}
 }

@@ -8,7 +8,6 @@ import (
 	"path"
 	"regexp"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -88,6 +87,10 @@ func (s *Store) GetPin(ctx context.Context, name string) (Pin, error) {
 	if err != nil {
 		return Pin{}, mapErr(err)
 	}
+	return decodePin(name, b)
+}
+
+func decodePin(name string, b []byte) (Pin, error) {
 	var p Pin
 	if err := json.Unmarshal(b, &p); err != nil {
 		return Pin{}, fmt.Errorf("%w: %s: %w", ErrInvalidPin, name, err)
@@ -110,23 +113,13 @@ func (s *Store) DeletePin(ctx context.Context, name string) error {
 // Pins reads every pin, sorted by name. A pin that cannot be read is an
 // error: an eviction must not run on a partial view.
 func (s *Store) Pins(ctx context.Context) ([]Pin, error) {
-	entries, err := s.d.List(ctx, pinsRoot)
+	recs, err := s.Records(ctx, path.Base(pinsRoot))
 	if err != nil {
-		if errors.Is(mapErr(err), ErrNotFound) {
-			return nil, nil
-		}
 		return nil, err
 	}
-	var pins []Pin
-	for _, e := range entries {
-		name := path.Base(e)
-		if strings.HasSuffix(name, ".tmp") || !pinName.MatchString(name) {
-			continue // a write in progress, or not ours
-		}
-		p, err := s.GetPin(ctx, name)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted meanwhile
-		}
+	pins := make([]Pin, 0, len(recs))
+	for name, b := range recs {
+		p, err := decodePin(name, b)
 		if err != nil {
 			return nil, err
 		}

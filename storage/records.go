@@ -18,8 +18,14 @@ var recordKind = regexp.MustCompile(`^[a-z]{1,32}$`)
 // ErrInvalidRecord marks a record kind or name outside the allowed forms.
 var ErrInvalidRecord = errors.New("storage: invalid record")
 
+// recordName accepts the names records (and pins) may have. A ".tmp" name
+// is what the filesystem driver writes first and then renames.
+func recordName(name string) bool {
+	return pinName.MatchString(name) && !strings.HasSuffix(name, ".tmp")
+}
+
 func recordPath(kind, name string) (string, error) {
-	if !recordKind.MatchString(kind) || !pinName.MatchString(name) || strings.HasSuffix(name, ".tmp") {
+	if !recordKind.MatchString(kind) || !recordName(name) {
 		return "", fmt.Errorf("%w: %q/%q", ErrInvalidRecord, kind, name)
 	}
 	return path.Join(ownRoot, kind, name), nil
@@ -62,7 +68,7 @@ func (s *Store) Records(ctx context.Context, kind string) (map[string][]byte, er
 	out := make(map[string][]byte, len(entries))
 	for _, e := range entries {
 		name := path.Base(e)
-		if strings.HasSuffix(name, ".tmp") || !pinName.MatchString(name) {
+		if !recordName(name) {
 			continue // a write in progress (the driver's temporary file), or not ours
 		}
 		b, err := s.d.GetContent(ctx, e)

@@ -277,7 +277,6 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 	var (
 		merged  v1.Index
 		total   int64
-		first   *Manifest
 		seen    = map[digest.Digest]bool{}
 		page    int
 		visited = map[string]bool{}
@@ -299,14 +298,12 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 			return nil, err
 		}
 		next := nextLink(link)
-		if page == 1 {
-			first = &Manifest{MediaType: mediaType(ct), Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}
-			if first.MediaType == "" {
-				first.MediaType = bodyMediaType(body)
+		if page == 1 && next == nil {
+			mt := mediaType(ct)
+			if mt == "" {
+				mt = bodyMediaType(body)
 			}
-			if next == nil {
-				return first, nil
-			}
+			return bodyManifest(mt, body), nil // one page: byte-identical
 		}
 		var idx v1.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
@@ -351,7 +348,13 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 	if err != nil {
 		return nil, err
 	}
-	return &Manifest{MediaType: v1.MediaTypeImageIndex, Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}, nil
+	return bodyManifest(v1.MediaTypeImageIndex, body), nil
+}
+
+// bodyManifest describes an answer body computed or taken as is, with its
+// own digest.
+func bodyManifest(mediaType string, body []byte) *Manifest {
+	return &Manifest{MediaType: mediaType, Body: body, Size: int64(len(body)), Digest: digest.SHA256.FromBytes(body)}
 }
 
 // parseRef says whether ref is a digest (and which).

@@ -28,19 +28,31 @@ func upstreamWith(t *testing.T) (string, string) {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	img, err := random.Image(4096, 2)
+	return srv.URL, pushRandom(t, srv, 4096, 2)
+}
+
+// pushRandom pushes a random image as team/app:v1 to the registry srv
+// serves (plain HTTP or TLS) and returns its digest.
+func pushRandom(t *testing.T, srv *httptest.Server, size int64, layers int64) string {
+	t.Helper()
+	img, err := random.Image(size, layers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/team/app:v1", name.Insecure)
+	host, tlsServer := strings.CutPrefix(srv.URL, "https://")
+	var opts []name.Option
+	if !tlsServer {
+		host, opts = strings.TrimPrefix(srv.URL, "http://"), []name.Option{name.Insecure}
+	}
+	ref, err := name.ParseReference(host+"/team/app:v1", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := img.Digest()
-	return srv.URL, d.String()
+	return d.String()
 }
 
 // TestPrefetchCommand runs "prefetch" on a temporary cache directory: the
@@ -176,18 +188,7 @@ func TestPrefetchSkopeoSyncCertDir(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	img, err := random.Image(2048, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "https://") + "/team/app:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-		t.Fatal(err)
-	}
-	want, _ := img.Digest()
+	want := pushRandom(t, srv, 2048, 1)
 
 	dir := t.TempDir()
 	certDir := filepath.Join(dir, "certs.d")
@@ -236,7 +237,7 @@ func TestPrefetchSkopeoSyncCertDir(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
-	if len(rep.Images) != 1 || rep.Images[0].Digest.String() != want.String() || rep.Images[0].Error != "" {
+	if len(rep.Images) != 1 || rep.Images[0].Digest.String() != want || rep.Images[0].Error != "" {
 		t.Fatalf("report: %+v", rep.Images)
 	}
 }
