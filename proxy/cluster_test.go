@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -84,9 +85,16 @@ func TestClusterOneDownload(t *testing.T) {
 	if n := a.up.Count(testenv.BlobGet); n != 1 {
 		t.Fatalf("upstream blob GETs across two replicas = %d, want 1", n)
 	}
-	// The waiting replica's unused staging file is gone too.
+	// The waiting replica's unused staging file is gone too (each replica
+	// keeps only its own staging directory and lock file).
 	waitFor(t, "the staging directory to empty", func() bool {
-		left, err := os.ReadDir(filepath.Join(a.root, "stowage", "staging"))
-		return err == nil && len(left) == 0
+		n := 0
+		err := filepath.WalkDir(filepath.Join(a.root, "stowage", "staging"), func(p string, de fs.DirEntry, err error) error {
+			if err == nil && !de.IsDir() && filepath.Ext(p) != ".lock" {
+				n++
+			}
+			return err
+		})
+		return err == nil && n == 0
 	})
 }

@@ -5,8 +5,16 @@
 // serves the cached images and content a stock registry wrote is served by
 // Stowage.
 //
-// Every write is atomic (write, then move into place). Blobs arrive through a
-// Staging file that a fill writes while hashing and commits only after the
-// digest and size were verified. A Store treats a missing object as
-// ErrNotFound and every other error as a failure, never as a miss.
+// Every write is atomic (write, then move into place), and on the
+// filesystem driver the move is synced before it returns. Blobs arrive
+// through a Staging file that a fill writes while hashing and commits only
+// after the digest and size were verified. A Store treats a missing object
+// as ErrNotFound and every other error as a failure, never as a miss.
+//
+// Several processes may share one root: each filesystem Store owns a
+// staging directory (stowage/staging/<instance>/, locked with flock while
+// the Store is open), and CleanStaging at start-up removes only what dead
+// owners left. BlobStore, ManifestStore, TagStore and RecordStore are small
+// views of a Store for callers and tests; storagetest holds the conformance
+// suite every backend passes and a fault-injecting driver.
 package storage

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	driver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -25,86 +26,133 @@ var ErrNotFound = errors.New("storage: not found")
 
 // Store is the cache on a distribution storage driver, in the distribution
 // registry's on-disk layout. It is safe for concurrent use, also by several
-// processes sharing one root: every write is a write-then-move.
+// processes sharing one root (replicas on a shared volume, "proxy import"
+// or "proxy prefetch" beside a server):
+//
+//   - every write is a write-then-move, so readers see an object whole or
+//     not at all;
+//   - on the filesystem driver each Store owns a staging directory,
+//     stowage/staging/<instance>/, held by a lock (flock) on
+//     stowage/staging/<instance>.lock for the Store's lifetime. Blob fills
+//     and metadata writes go through it, and CleanStaging removes only the
+//     directories of owners that are gone.
+//
+// Close releases the lock and removes the Store's own staging directory.
 type Store struct {
 	d driver.StorageDriver
 	// root is the local directory of a filesystem driver; "" otherwise.
 	root string
-	// localStaging is where fills stage blobs when the driver is not a
-	// local filesystem (the bytes are uploaded through the driver on
-	// commit).
-	localStaging string
+	// staging is this Store's own staging directory: inside the root on the
+	// filesystem driver, a local temporary directory otherwise (its bytes
+	// are uploaded through the driver on commit).
+	staging string
+	// stagingDP is staging's driver path on the filesystem driver, "" when
+	// staging lies outside the driver.
+	stagingDP string
+	// lock is the held flock of a filesystem Store's staging directory.
+	lock *stagingLock
+	// wrapStaging, when set, wraps staging files (fault injection).
+	wrapStaging func(*os.File) StagingFile
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// NewFilesystem opens (creating if needed) a cache rooted at dir.
-func NewFilesystem(dir string) (*Store, error) {
+// Option configures a Store.
+type Option func(*options)
+
+type options struct {
+	wrapDriver  func(driver.StorageDriver) driver.StorageDriver
+	wrapStaging func(*os.File) StagingFile
+}
+
+// WithDriverWrapper decorates the filesystem driver NewFilesystem builds
+// (for example with a fault-injecting driver in tests). The Store still
+// treats the root as local: blobs are staged inside it and committed by a
+// move. New ignores it: wrap the driver before passing it.
+func WithDriverWrapper(wrap func(driver.StorageDriver) driver.StorageDriver) Option {
+	return func(o *options) { o.wrapDriver = wrap }
+}
+
+// WithStagingWrapper makes Staging.IO return wrap(File) instead of File, so
+// tests can fail or slow down a fill's writes to its staging file.
+func WithStagingWrapper(wrap func(*os.File) StagingFile) Option {
+	return func(o *options) { o.wrapStaging = wrap }
+}
+
+// NewFilesystem opens (creating if needed) a cache rooted at dir and takes
+// this Store's own staging directory in it.
+func NewFilesystem(dir string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("storage root %q: %w", dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, filepath.FromSlash(stagingDir)), 0o755); err != nil {
+	stagingRoot := filepath.Join(abs, filepath.FromSlash(stagingDir))
+	if err := os.MkdirAll(stagingRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("storage root %q: %w", dir, err)
 	}
-	d := filesystem.New(filesystem.DriverParameters{RootDirectory: abs, MaxThreads: 100})
-	return &Store{d: d, root: abs}, nil
+	lock, err := acquireStaging(stagingRoot)
+	if err != nil {
+		return nil, fmt.Errorf("storage root %q: %w", dir, err)
+	}
+	var d driver.StorageDriver = filesystem.New(filesystem.DriverParameters{RootDirectory: abs, MaxThreads: 100})
+	if o.wrapDriver != nil {
+		d = o.wrapDriver(d)
+	}
+	dp := stagingDir + "/" + lock.id
+	return &Store{
+		d:           &localDriver{StorageDriver: d, root: abs, tmpDir: dp},
+		root:        abs,
+		staging:     filepath.Join(stagingRoot, lock.id),
+		stagingDP:   dp,
+		lock:        lock,
+		wrapStaging: o.wrapStaging,
+	}, nil
 }
 
 // NewInMemory returns a cache that lives in memory (tests). Staged blobs go
 // to a temporary directory that Close removes.
-func NewInMemory() (*Store, error) {
-	return New(inmemory.New())
+func NewInMemory(opts ...Option) (*Store, error) {
+	return New(inmemory.New(), opts...)
 }
 
 // New wraps any distribution storage driver (S3, GCS, Azure, ...). Fills
-// stage blobs in a local temporary directory and upload them on commit.
-func New(d driver.StorageDriver) (*Store, error) {
+// stage blobs in a local temporary directory of this process and upload
+// them on commit.
+func New(d driver.StorageDriver, opts ...Option) (*Store, error) {
 	if d == nil {
 		return nil, errors.New("storage: nil driver")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	dir, err := os.MkdirTemp("", "stowage-staging-")
 	if err != nil {
 		return nil, fmt.Errorf("storage: staging directory: %w", err)
 	}
-	return &Store{d: d, localStaging: dir}, nil
+	return &Store{d: d, staging: dir, wrapStaging: o.wrapStaging}, nil
 }
 
-// Close releases local resources (the staging directory of a non-local
-// driver).
+// Close removes this Store's staging directory (with whatever a fill left
+// in it) and releases its lock. Call it after every fill has ended.
 func (s *Store) Close() error {
-	if s.localStaging != "" {
-		return os.RemoveAll(s.localStaging)
-	}
-	return nil
+	s.closeOnce.Do(func() {
+		err := os.RemoveAll(s.staging)
+		if s.lock != nil {
+			err = errors.Join(err, s.lock.release())
+		}
+		s.closeErr = err
+	})
+	return s.closeErr
 }
 
 // Root returns the local directory of a filesystem store, or "".
 func (s *Store) Root() string { return s.root }
-
-// Driver exposes the underlying storage driver (maintenance tools).
-func (s *Store) Driver() driver.StorageDriver { return s.d }
-
-// CleanStaging removes leftovers of fills interrupted by a crash. Call it at
-// start-up, before serving.
-func (s *Store) CleanStaging(ctx context.Context) error {
-	if s.root == "" {
-		return nil
-	}
-	dir := filepath.Join(s.root, filepath.FromSlash(stagingDir))
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		return fmt.Errorf("clean staging: %w", err)
-	}
-	var errs []error
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // mapErr turns the driver's not-found into ErrNotFound and keeps every other
 // error as a failure.
@@ -146,35 +194,56 @@ func (s *Store) exists(ctx context.Context, p string) (bool, error) {
 	return false, err
 }
 
+// StagingFile is what a fill does with its staging file. *os.File
+// satisfies it; Staging.IO returns it, wrapped when the Store was opened
+// WithStagingWrapper.
+type StagingFile interface {
+	io.Writer
+	io.ReaderAt
+	io.Seeker
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+	Name() string
+}
+
 // Staging is a local file a fill writes a blob into before Commit.
 type Staging struct {
 	// File is open for reading and writing; readers use ReadAt.
 	File *os.File
+	// io is File, or File behind the Store's staging wrapper.
+	io StagingFile
 	// driverPath is the file's path inside a filesystem driver, "" when it
 	// lives outside the driver.
 	driverPath string
 }
 
-// NewStaging creates an empty staging file for a blob fill.
+// IO returns the staging file as a fill should write it: File itself, or
+// File behind the wrapper given WithStagingWrapper (fault injection).
+func (st *Staging) IO() StagingFile { return st.io }
+
+// NewStaging creates an empty staging file for a blob fill in this Store's
+// own staging directory.
 func (s *Store) NewStaging(d digest.Digest) (*Staging, error) {
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
-	}
-	name := d.Encoded() + "." + hex.EncodeToString(rnd[:])
-	if s.root != "" {
-		dp := stagingDir + "/" + name
-		f, err := os.OpenFile(filepath.Join(s.root, filepath.FromSlash(dp)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("storage: staging: %w", err)
-		}
-		return &Staging{File: f, driverPath: dp}, nil
-	}
-	f, err := os.OpenFile(filepath.Join(s.localStaging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	name := d.Encoded() + "." + randomHex(8)
+	f, err := os.OpenFile(filepath.Join(s.staging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("storage: staging: %w", err)
 	}
-	return &Staging{File: f}, nil
+	st := &Staging{File: f, io: f}
+	if s.stagingDP != "" {
+		st.driverPath = s.stagingDP + "/" + name
+	}
+	if s.wrapStaging != nil {
+		st.io = s.wrapStaging(f)
+	}
+	return st, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
 }
 
 // Discard removes the staging file. Open readers keep their descriptor.
@@ -187,8 +256,9 @@ func (st *Staging) Discard() error {
 }
 
 // CommitBlob makes a staged, verified blob visible under its digest: a rename
-// on the filesystem driver, an upload through the driver otherwise. The
-// caller has checked size and digest and synced the file.
+// on the filesystem driver (durable: the directory is synced before it
+// returns), an upload through the driver otherwise. The caller has checked
+// size and digest and synced the file.
 func (s *Store) CommitBlob(ctx context.Context, d digest.Digest, st *Staging) error {
 	dst := blobDataPath(d)
 	if st.driverPath != "" {

@@ -122,8 +122,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	defer p.Close()
+	// Removes only what dead processes left: other replicas' fills on a
+	// shared root are untouched.
 	if err := store.CleanStaging(ctx); err != nil {
-		log.Warn("cleaning interrupted fills", "err", err)
+		log.Warn("cleaning leftovers of interrupted fills and writes", "err", err)
 	}
 	pf, handler, err := newPrefetchService(cfg, log, reg, p, store)
 	if err != nil {

@@ -125,10 +125,26 @@ func TestImportCorruptBlob(t *testing.T) {
 	if ok, _ := s.BlobLinked(t.Context(), "team/x", d); ok {
 		t.Fatal("link to a corrupt blob written")
 	}
-	left, _ := os.ReadDir(filepath.Join(root, "stowage", "staging"))
-	if len(left) != 0 {
+	if left := stagingFiles(t, root); len(left) != 0 {
 		t.Fatalf("staging leftovers: %v", left)
 	}
+}
+
+// stagingFiles lists the files in the staging area of root other than the
+// Stores' lock files.
+func stagingFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(filepath.Join(root, "stowage", "staging"), func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && filepath.Ext(p) != ".lock" {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestImportRefusesUnsafeEntries: entries that escape the root, links,

@@ -1,0 +1,117 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+
+	driver "github.com/distribution/distribution/v3/registry/storage/driver"
+)
+
+// localDriver is the filesystem driver as the Store uses it. It changes two
+// operations:
+//
+//   - PutContent writes to a temporary file in the Store's own staging
+//     directory, then moves it into place; every failure removes the
+//     temporary file. (The driver's own PutContent leaves <path>.<uuid>.tmp
+//     beside the target when the write fails, for example on a full disk,
+//     and a crash leaves it anywhere; these lie in a directory that
+//     CleanStaging removes once its owner is gone.)
+//   - Move syncs the directories it created and the destination directory,
+//     so a committed blob or link survives a power loss once Move returns.
+//
+// Everything goes through the wrapped driver, so a fault-injecting driver
+// below sees the writes, commits and moves.
+type localDriver struct {
+	driver.StorageDriver
+	root string
+	// tmpDir is the driver path of the Store's staging directory.
+	tmpDir string
+}
+
+func (l *localDriver) PutContent(ctx context.Context, p string, content []byte) error {
+	tmp := l.tmpDir + "/" + randomHex(8) + ".tmp"
+	w, err := l.StorageDriver.Writer(ctx, tmp, false)
+	if err != nil {
+		return errors.Join(err, l.remove(ctx, tmp))
+	}
+	_, err = w.Write(content)
+	if err == nil {
+		err = w.Commit(ctx)
+	}
+	if err != nil {
+		return errors.Join(err, ignoreNotExist(w.Cancel(ctx)), l.remove(ctx, tmp))
+	}
+	if err := w.Close(); err != nil {
+		return errors.Join(err, l.remove(ctx, tmp))
+	}
+	if err := l.Move(ctx, tmp, p); err != nil {
+		return errors.Join(err, l.remove(ctx, tmp))
+	}
+	return nil
+}
+
+// remove deletes a temporary file; one already gone is not an error.
+func (l *localDriver) remove(ctx context.Context, p string) error {
+	err := l.StorageDriver.Delete(ctx, p)
+	var nf driver.PathNotFoundError
+	if err == nil || errors.As(err, &nf) {
+		return nil
+	}
+	return err
+}
+
+func (l *localDriver) Move(ctx context.Context, src, dst string) error {
+	dir := l.full(path.Dir(dst))
+	if err := mkdirAllSynced(dir); err != nil {
+		return err
+	}
+	if err := l.StorageDriver.Move(ctx, src, dst); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func (l *localDriver) full(p string) string { return filepath.Join(l.root, filepath.FromSlash(p)) }
+
+// mkdirAllSynced creates dir and its missing parents, and syncs the parent
+// of every directory it created, so the new entries are durable.
+func mkdirAllSynced(dir string) error {
+	var created []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		created = append(created, d)
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return err
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(filepath.Dir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
