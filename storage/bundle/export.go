@@ -61,25 +61,35 @@ type Stats struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Export writes the images as a tar stream to w: every blob once, then the
-// links. It fails if the store lacks a blob or a stored blob no longer
-// matches its digest.
+// Export writes the images as a tar stream to w: every blob once, the
+// manifests first (so that an import reading the stream knows the size
+// each manifest declares for the blobs after them), then the links. It
+// fails if the store lacks a blob or a stored blob no longer matches its
+// digest.
 func Export(ctx context.Context, store *storage.Store, w io.Writer, images []Image) (Stats, error) {
 	var st Stats
 	tw := tar.NewWriter(w)
 	now := time.Now().UTC().Truncate(time.Second)
 	seen := map[digest.Digest]bool{}
-	var all []digest.Digest
-	for _, im := range images {
-		for _, d := range append(append([]digest.Digest{im.Digest}, im.Manifests...), im.Blobs...) {
+	var manifests, blobs []digest.Digest
+	add := func(to *[]digest.Digest, ds ...digest.Digest) {
+		for _, d := range ds {
 			if d != "" && !seen[d] {
 				seen[d] = true
-				all = append(all, d)
+				*to = append(*to, d)
 			}
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	for _, d := range all {
+	for _, im := range images {
+		add(&manifests, im.Digest)
+		add(&manifests, im.Manifests...)
+	}
+	for _, im := range images {
+		add(&blobs, im.Blobs...)
+	}
+	sort.Slice(manifests, func(i, j int) bool { return manifests[i] < manifests[j] })
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i] < blobs[j] })
+	for _, d := range append(manifests, blobs...) {
 		n, err := exportBlob(ctx, store, tw, d, now)
 		if err != nil {
 			return st, err

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,8 @@ type importer struct {
 	errs  []error
 	// fetched are the bundle's tag fetched-at times, by tagKey.
 	fetched map[string]time.Time
+	// declared are the blob sizes the bundle's manifests declare.
+	declared map[digest.Digest]int64
 }
 
 func tagKey(repo, tag string) string { return repo + ":" + tag }
@@ -52,9 +55,20 @@ func tagKey(repo, tag string) string { return repo + ":" + tag }
 // upstream once the tag TTL has passed (and served stale, within
 // max_stale, while it cannot be reached). The error joins every problem
 // (test with errors.Is against ErrUnsafeEntry, ErrNotLayout, ErrCorrupt,
-// ErrMissing); what could be imported is imported regardless.
+// ErrMissing, ErrTooLarge); what could be imported is imported regardless.
+//
+// Nothing is read whole or without a bound: a blob entry larger than
+// MaxManifestSize must be declared with its exact size by a manifest read
+// before it (Export writes manifests first; when r is an io.ReadSeeker,
+// such as a file, its manifests are read in a first pass, so the order does
+// not matter), and a manifest is never larger than MaxManifestSize.
 func Import(ctx context.Context, store *storage.Store, r io.Reader, now time.Time) (Stats, error) {
-	im := &importer{ctx: ctx, store: store, now: now, fetched: map[string]time.Time{}}
+	im := &importer{ctx: ctx, store: store, now: now, fetched: map[string]time.Time{}, declared: map[digest.Digest]int64{}}
+	if rs, ok := r.(io.ReadSeeker); ok {
+		if err := im.prescan(rs); err != nil {
+			return im.st, fmt.Errorf("bundle: reading archive: %w", err)
+		}
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -202,10 +216,27 @@ func mustName(repo string) reference.Named {
 }
 
 // blob copies one blob into a staging file while hashing it and commits it
-// only when the digest matches. A blob already in the cache is skipped.
+// only when the digest matches. An entry larger than the bundle declares is
+// refused before it is read. A blob already in the cache is not written
+// again (a small one is still read, for the sizes it may declare).
 func (im *importer) blob(d digest.Digest, size int64, r io.Reader) error {
+	if err := im.bound(d, size); err != nil {
+		return err
+	}
+	// A blob that may be a manifest is kept in memory (at most
+	// MaxManifestSize) for the sizes it declares.
+	var body *bytes.Buffer
+	if size <= MaxManifestSize {
+		body = bytes.NewBuffer(make([]byte, 0, size))
+	}
 	if info, err := im.store.StatBlob(im.ctx, d); err == nil && info.Size == size {
 		im.st.BlobsPresent++
+		if body != nil {
+			v := d.Verifier()
+			if n, err := io.Copy(io.MultiWriter(body, v), r); err == nil && n == size && v.Verified() {
+				im.declare(body.Bytes())
+			}
+		}
 		return nil
 	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
@@ -216,7 +247,11 @@ func (im *importer) blob(d digest.Digest, size int64, r io.Reader) error {
 	}
 	defer st.File.Close()
 	v := d.Verifier()
-	n, err := io.Copy(io.MultiWriter(st.File, v), r)
+	w := io.MultiWriter(st.File, v)
+	if body != nil {
+		w = io.MultiWriter(st.File, v, body)
+	}
+	n, err := io.Copy(w, io.LimitReader(r, size))
 	if err == nil && (n != size || !v.Verified()) {
 		err = fmt.Errorf("%w: blob %s does not match its digest", ErrCorrupt, d)
 	}
@@ -231,6 +266,9 @@ func (im *importer) blob(d digest.Digest, size int64, r io.Reader) error {
 	}
 	im.st.Blobs++
 	im.st.Bytes += n
+	if body != nil {
+		im.declare(body.Bytes())
+	}
 	return nil
 }
 
@@ -253,8 +291,8 @@ func (im *importer) applyLink(l link) error {
 	ctx := im.ctx
 	switch l.kind {
 	case "revision":
-		if _, err := im.store.GetManifest(ctx, l.repo, l.d); err == nil {
-			return nil // already linked
+		if ok, err := im.linkedManifest(l.repo, l.d); err != nil || ok {
+			return err // already linked, or a blob too large to be one
 		}
 		body, err := im.store.GetManifestAny(ctx, l.d)
 		if err != nil {
@@ -272,7 +310,10 @@ func (im *importer) applyLink(l link) error {
 		im.st.Links++
 		return im.store.LinkBlob(ctx, l.repo, l.d)
 	case "tag":
-		if _, err := im.store.GetManifest(ctx, l.repo, l.d); err != nil {
+		if ok, err := im.linkedManifest(l.repo, l.d); err != nil || !ok {
+			if err == nil {
+				err = storage.ErrNotFound
+			}
 			return fmt.Errorf("%w: tag %s:%s names %s: %w", ErrMissing, l.repo, l.tag, l.d, err)
 		}
 		if cur, err := im.store.GetTag(ctx, l.repo, l.tag); err == nil {
@@ -288,4 +329,24 @@ func (im *importer) applyLink(l link) error {
 		return im.store.PutTag(ctx, l.repo, l.tag, l.d, im.now)
 	}
 	return nil
+}
+
+// linkedManifest reports whether repo links manifest d. A blob over
+// MaxManifestSize is never read as a manifest: it is an error.
+func (im *importer) linkedManifest(repo string, d digest.Digest) (bool, error) {
+	info, err := im.store.StatBlob(im.ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if info.Size > MaxManifestSize {
+		return false, fmt.Errorf("%w: %s of %s is %d bytes, more than a manifest may be (%d)", ErrTooLarge, d, repo, info.Size, MaxManifestSize)
+	}
+	_, err = im.store.GetManifest(im.ctx, repo, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
