@@ -162,6 +162,7 @@ func wait(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// GetContent applies OpGetContent faults, then reads through.
 func (f *FaultDriver) GetContent(ctx context.Context, p string) ([]byte, error) {
 	if err := f.before(ctx, OpGetContent, p); err != nil {
 		return nil, err
@@ -169,6 +170,7 @@ func (f *FaultDriver) GetContent(ctx context.Context, p string) ([]byte, error) 
 	return f.StorageDriver.GetContent(ctx, p)
 }
 
+// PutContent applies OpPutContent faults, then writes through.
 func (f *FaultDriver) PutContent(ctx context.Context, p string, content []byte) error {
 	if err := f.before(ctx, OpPutContent, p); err != nil {
 		return err
@@ -176,6 +178,7 @@ func (f *FaultDriver) PutContent(ctx context.Context, p string, content []byte) 
 	return f.StorageDriver.PutContent(ctx, p, content)
 }
 
+// Reader applies OpReader faults, then opens through.
 func (f *FaultDriver) Reader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
 	if err := f.before(ctx, OpReader, p); err != nil {
 		return nil, err
@@ -183,6 +186,8 @@ func (f *FaultDriver) Reader(ctx context.Context, p string, offset int64) (io.Re
 	return f.StorageDriver.Reader(ctx, p, offset)
 }
 
+// Writer applies OpWriter faults; the FileWriter it returns applies
+// OpWrite and OpCommit faults.
 func (f *FaultDriver) Writer(ctx context.Context, p string, appendTo bool) (driver.FileWriter, error) {
 	if err := f.before(ctx, OpWriter, p); err != nil {
 		return nil, err
@@ -194,6 +199,7 @@ func (f *FaultDriver) Writer(ctx context.Context, p string, appendTo bool) (driv
 	return &faultWriter{FileWriter: w, f: f, ctx: ctx, path: p}, nil
 }
 
+// Stat applies OpStat faults, then stats through.
 func (f *FaultDriver) Stat(ctx context.Context, p string) (driver.FileInfo, error) {
 	if err := f.before(ctx, OpStat, p); err != nil {
 		return nil, err
@@ -201,6 +207,7 @@ func (f *FaultDriver) Stat(ctx context.Context, p string) (driver.FileInfo, erro
 	return f.StorageDriver.Stat(ctx, p)
 }
 
+// List applies OpList faults, then lists through.
 func (f *FaultDriver) List(ctx context.Context, p string) ([]string, error) {
 	if err := f.before(ctx, OpList, p); err != nil {
 		return nil, err
@@ -208,6 +215,8 @@ func (f *FaultDriver) List(ctx context.Context, p string) ([]string, error) {
 	return f.StorageDriver.List(ctx, p)
 }
 
+// Move applies OpMove faults (matching the source or the destination;
+// Vanish deletes the source), then moves through.
 func (f *FaultDriver) Move(ctx context.Context, src, dst string) error {
 	if err := f.before(ctx, OpMove, src, dst); err != nil {
 		return err
@@ -215,6 +224,7 @@ func (f *FaultDriver) Move(ctx context.Context, src, dst string) error {
 	return f.StorageDriver.Move(ctx, src, dst)
 }
 
+// Delete applies OpDelete faults, then deletes through.
 func (f *FaultDriver) Delete(ctx context.Context, p string) error {
 	if err := f.before(ctx, OpDelete, p); err != nil {
 		return err
@@ -222,10 +232,12 @@ func (f *FaultDriver) Delete(ctx context.Context, p string) error {
 	return f.StorageDriver.Delete(ctx, p)
 }
 
+// RedirectURL passes through.
 func (f *FaultDriver) RedirectURL(r *http.Request, p string) (string, error) {
 	return f.StorageDriver.RedirectURL(r, p)
 }
 
+// Walk applies OpWalk faults to the walk's root, then walks through.
 func (f *FaultDriver) Walk(ctx context.Context, p string, fn driver.WalkFn, opts ...func(*driver.WalkOptions)) error {
 	if err := f.before(ctx, OpWalk, p); err != nil {
 		return err
@@ -290,6 +302,7 @@ type FaultFile struct {
 	written int64
 }
 
+// Write applies the file's faults.
 func (f *FaultFile) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
