@@ -121,10 +121,7 @@ Safe while a server uses the same cache directory.`,
 				return err
 			}
 			defer store.Close()
-			// What dead processes left (never a live server's fills).
-			if err := store.CleanStaging(cmd.Context()); err != nil {
-				_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "cleaning leftovers of interrupted writes:", err)
-			}
+			cleanLeftovers(cmd.Context(), store, newLogger(cfg.Log))
 			r := cmd.InOrStdin()
 			if args[0] != "-" {
 				f, err := os.Open(args[0])

@@ -121,6 +121,7 @@ func prefetchLocal(ctx context.Context, cfg *config.Config, log *slog.Logger, o 
 	}
 	defer store.Close()
 	defer p.Close()
+	cleanLeftovers(ctx, store, log)
 	concurrency := o.concurrency
 	if concurrency == 0 {
 		concurrency = cfg.Prefetch.Concurrency

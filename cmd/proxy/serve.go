@@ -112,6 +112,16 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 	return p, store, nil
 }
 
+// cleanLeftovers removes what dead processes left in the cache (staging
+// directories whose lock is free, old temporary files). Other processes'
+// fills on a shared root are untouched, so every command that opens the
+// cache calls it at start.
+func cleanLeftovers(ctx context.Context, store *storage.Store, log *slog.Logger) {
+	if err := store.CleanStaging(ctx); err != nil {
+		log.Warn("cleaning leftovers of interrupted fills and writes", "err", err)
+	}
+}
+
 // serve runs the HTTP server until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
@@ -122,11 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	defer p.Close()
-	// Removes only what dead processes left: other replicas' fills on a
-	// shared root are untouched.
-	if err := store.CleanStaging(ctx); err != nil {
-		log.Warn("cleaning leftovers of interrupted fills and writes", "err", err)
-	}
+	cleanLeftovers(ctx, store, log)
 	pf, handler, err := newPrefetchService(cfg, log, reg, p, store)
 	if err != nil {
 		return err
