@@ -80,9 +80,14 @@ func (p *Proxy) manifestByDigest(ctx context.Context, q *request) (*resolvedMani
 	if err == nil || upstreamRefused(err) {
 		return m, err
 	}
+	p.down.mark(q.host, p.now(), err)
 	// Held for another repository: the bytes are content-addressed, serve
-	// them while the upstream is away, but only if they are a manifest
-	// (a cached layer is never read past the size cap nor served).
+	// them while the upstream is away, but only if they are a manifest: the
+	// size is checked before any read and the bytes must parse as a
+	// manifest, so a cached layer is neither read into memory nor served.
+	// (No revision link in some other repository is required: finding one
+	// means walking every repository, per request, while the upstream is
+	// down; the parse check is what tells a manifest from a blob.)
 	am, aerr := p.storedManifest(ctx, "", q.dgst)
 	switch {
 	case aerr == nil:
