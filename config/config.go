@@ -69,15 +69,25 @@ type Cache struct {
 	// enough that a rollout of hundreds of nodes costs one HEAD per tag.
 	TagTTL time.Duration `yaml:"tag_ttl"`
 	// MaxStale bounds how long past its TTL a tag may still be served when
-	// the upstream fails or is unreachable. 0 means no bound (serve stale
-	// forever rather than fail a pull).
+	// the upstream fails or is unreachable. Default 168h (7 days): long
+	// enough to ride out a weekend-long outage or a broken forward proxy,
+	// short enough that a persistent failure (an intercepting proxy, an
+	// expired credential) shows up as errors within a week instead of a tag
+	// frozen forever. 0 means no bound: set it on a disconnected (air-gapped)
+	// cache whose tags come from `proxy import`.
 	MaxStale time.Duration `yaml:"max_stale"`
 	// TagsListTTL is how long an upstream tags/list answer is reused.
 	TagsListTTL time.Duration `yaml:"tags_list_ttl"`
-	// MemoryEntries is the number of manifests and tag resolutions kept in
-	// the in-process LRU in front of storage.
+	// MemoryEntries bounds the number of manifests and of tag resolutions
+	// kept in the in-process LRUs in front of storage. Manifests are also
+	// bounded in bytes by MemoryBytes; tag resolutions live a few seconds
+	// and are then read from disk again.
 	MemoryEntries int `yaml:"memory_entries"`
-	// MaxManifestSize is the largest manifest accepted from an upstream.
+	// MemoryBytes bounds the manifest bodies kept in memory, in bytes
+	// (default 64 MiB; 0 keeps none).
+	MemoryBytes int64 `yaml:"memory_bytes"`
+	// MaxManifestSize is the largest manifest accepted from an upstream or
+	// read from storage (a larger stored object is not a manifest).
 	MaxManifestSize int64 `yaml:"max_manifest_size"`
 }
 

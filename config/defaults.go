@@ -19,9 +19,10 @@ func Default() *Config {
 		DefaultUpstream: "docker.io",
 		Cache: Cache{
 			TagTTL:          5 * time.Minute,
-			MaxStale:        0,
+			MaxStale:        7 * 24 * time.Hour,
 			TagsListTTL:     time.Minute,
 			MemoryEntries:   4096,
+			MemoryBytes:     64 << 20,
 			MaxManifestSize: 4 << 20,
 		},
 		Log:      Log{Format: "json", Level: "info"},
@@ -69,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.TagTTL < 0 || c.Cache.MaxStale < 0 || c.Cache.TagsListTTL < 0 {
 		errs = append(errs, errors.New("cache durations must not be negative"))
+	}
+	if c.Cache.MemoryBytes < 0 {
+		errs = append(errs, errors.New("cache.memory_bytes must not be negative"))
 	}
 	if c.Cache.MemoryEntries < 1 {
 		errs = append(errs, errors.New("cache.memory_entries must be at least 1"))

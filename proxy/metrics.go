@@ -16,6 +16,7 @@ type metrics struct {
 	fills         *prometheus.CounterVec
 	staleServes   *prometheus.CounterVec
 	rateLimit     *prometheus.GaugeVec
+	manifest      *manifestMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,6 +64,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	mm, err := newManifestMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.manifest = mm
 	return m, nil
 }
 

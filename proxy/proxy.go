@@ -91,7 +91,7 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 	if err != nil {
 		return nil, fmt.Errorf("proxy: metrics: %w", err)
 	}
-	mem, err := newMemCache(cfg.Cache.MemoryEntries)
+	mem, err := newMemCache(cfg.Cache.MemoryEntries, cfg.Cache.MemoryBytes)
 	if err != nil {
 		return nil, err
 	}

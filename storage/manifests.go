@@ -14,61 +14,122 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// DefaultMaxManifestSize is the manifest size cap of GetManifest and
+// GetManifestAny (the server passes its configured cap to ReadManifest).
+const DefaultMaxManifestSize = 4 << 20
+
+var (
+	// ErrTooLarge: stored content is over the manifest size cap, so it is
+	// not read (a cached layer named as a manifest).
+	ErrTooLarge = errors.New("storage: content over the manifest size cap")
+	// ErrCorrupt: stored bytes do not hash to their digest. The caller
+	// fetches them again; PutManifest overwrites them.
+	ErrCorrupt = errors.New("storage: content does not match its digest")
+)
+
 // PutManifest stores manifest bytes under their digest and links them into
 // repo, as a stock registry would after a push. The caller has verified that
-// body hashes to d.
+// body hashes to d. Bytes already stored under d are kept when they still
+// hash to d and replaced when they do not (a corrupt copy being repaired).
 func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte) error {
-	ok, err := s.exists(ctx, blobDataPath(d))
-	if err != nil {
-		return err
-	}
-	if !ok {
+	_, err := s.readManifestData(ctx, d, int64(len(body)))
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrCorrupt), errors.Is(err, ErrTooLarge):
 		if err := s.d.PutContent(ctx, blobDataPath(d), body); err != nil {
 			return fmt.Errorf("storage: put manifest %s: %w", d, err)
 		}
+	default:
+		return err
 	}
 	return s.writeLink(ctx, revisionLinkPath(repo, d), d)
 }
 
-// GetManifest returns the bytes of a manifest linked into repo. A manifest
-// that exists only under another repository is ErrNotFound here (see
-// GetManifestAny).
+// GetManifest returns the bytes of a manifest linked into repo, up to
+// DefaultMaxManifestSize. A manifest that exists only under another
+// repository is ErrNotFound here (see GetManifestAny).
 func (s *Store) GetManifest(ctx context.Context, repo string, d digest.Digest) ([]byte, error) {
-	if _, err := s.readLink(ctx, revisionLinkPath(repo, d)); err != nil {
-		return nil, err
-	}
-	return s.GetManifestAny(ctx, d)
+	return s.ReadManifest(ctx, repo, d, DefaultMaxManifestSize)
 }
 
-// GetManifestAny returns manifest bytes by digest from any repository.
+// GetManifestAny returns manifest bytes by digest from any repository, up to
+// DefaultMaxManifestSize.
 func (s *Store) GetManifestAny(ctx context.Context, d digest.Digest) ([]byte, error) {
-	b, err := s.d.GetContent(ctx, blobDataPath(d))
+	return s.ReadManifest(ctx, "", d, DefaultMaxManifestSize)
+}
+
+// ReadManifest returns the stored bytes of manifest d, never reading more
+// than max bytes: content over max is ErrTooLarge (checked with a Stat
+// before any read), bytes that do not hash to d are ErrCorrupt. With repo
+// set, d must be linked into repo as a manifest revision (else
+// ErrNotFound); with repo "" any stored content qualifies, so the caller
+// must check that the bytes parse as a manifest.
+func (s *Store) ReadManifest(ctx context.Context, repo string, d digest.Digest, max int64) ([]byte, error) {
+	if repo != "" {
+		if _, err := s.readLink(ctx, revisionLinkPath(repo, d)); err != nil {
+			return nil, err
+		}
+	}
+	return s.readManifestData(ctx, d, max)
+}
+
+func (s *Store) readManifestData(ctx context.Context, d digest.Digest, max int64) ([]byte, error) {
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("storage: manifest digest %q: %w", d, err)
+	}
+	p := blobDataPath(d)
+	fi, err := s.d.Stat(ctx, p)
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	if digest.FromBytes(b) != d && d.Algorithm() == digest.SHA256 {
-		return nil, fmt.Errorf("storage: manifest %s is corrupt on disk", d)
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%w: %s is %d bytes, cap %d", ErrTooLarge, d, fi.Size(), max)
+	}
+	rc, err := s.d.Reader(ctx, p, 0)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	defer rc.Close()
+	// The size may have changed since the Stat: still never read past max.
+	b, err := io.ReadAll(io.LimitReader(rc, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("storage: read manifest %s: %w", d, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%w: %s grew past the cap %d", ErrTooLarge, d, max)
+	}
+	if d.Algorithm().FromBytes(b) != d {
+		return nil, fmt.Errorf("%w: manifest %s", ErrCorrupt, d)
 	}
 	return b, nil
 }
 
 // Tag is a tag's resolution with Stowage's fetched-at time. FetchedAt is zero
-// for a tag written by something else (a stock registry, an import): such a
-// tag has nothing to revalidate against.
+// for a tag written by something else (a stock registry): such a tag has
+// nothing to revalidate against. TimeUnreadable marks a tag whose time file
+// exists but cannot be read: Stowage wrote it, so it must be revalidated.
 type Tag struct {
-	Digest    digest.Digest
-	FetchedAt time.Time
+	Digest         digest.Digest
+	FetchedAt      time.Time
+	TimeUnreadable bool
 }
 
-// PutTag points tag at d in repo and records when it was fetched.
+// PutTag points tag at d in repo and records when it was fetched. The time
+// is written first: a crash between the writes leaves a time without a new
+// link (the old link, or none, at worst fresh for one TTL), never a link
+// without a time, which would read as a stock registry's tag and never be
+// revalidated.
 func (s *Store) PutTag(ctx context.Context, repo, tag string, d digest.Digest, fetchedAt time.Time) error {
+	if err := s.TouchTag(ctx, repo, tag, fetchedAt); err != nil {
+		return err
+	}
 	if err := s.writeLink(ctx, tagIndexLinkPath(repo, tag, d), d); err != nil {
 		return err
 	}
-	if err := s.writeLink(ctx, tagCurrentLinkPath(repo, tag), d); err != nil {
-		return err
-	}
-	return s.TouchTag(ctx, repo, tag, fetchedAt)
+	return s.writeLink(ctx, tagCurrentLinkPath(repo, tag), d)
 }
 
 // TouchTag records that tag was revalidated against its upstream at t.
@@ -76,7 +137,8 @@ func (s *Store) TouchTag(ctx context.Context, repo, tag string, t time.Time) err
 	return s.d.PutContent(ctx, tagFetchedPath(repo, tag), []byte(t.UTC().Format(time.RFC3339Nano)))
 }
 
-// GetTag resolves a tag.
+// GetTag resolves a tag. A missing time file means a tag Stowage never
+// wrote (FetchedAt zero); an unreadable one sets TimeUnreadable.
 func (s *Store) GetTag(ctx context.Context, repo, tag string) (Tag, error) {
 	d, err := s.readLink(ctx, tagCurrentLinkPath(repo, tag))
 	if err != nil {
@@ -86,9 +148,12 @@ func (s *Store) GetTag(ctx context.Context, repo, tag string) (Tag, error) {
 	b, err := s.d.GetContent(ctx, tagFetchedPath(repo, tag))
 	switch {
 	case err == nil:
-		// A corrupt time reads as "never fetched", which is the safe side:
-		// the tag is then served as locally authoritative.
-		t.FetchedAt, _ = time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+		at, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+		if perr != nil || at.IsZero() {
+			t.TimeUnreadable = true
+		} else {
+			t.FetchedAt = at
+		}
 	case !errors.Is(mapErr(err), ErrNotFound):
 		return Tag{}, err
 	}

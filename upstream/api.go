@@ -23,7 +23,8 @@ type Registry interface {
 	// is verified against it.
 	GetManifest(ctx context.Context, repo, ref string, accept []string) (*Manifest, error)
 	// HeadManifest resolves a reference without fetching the body
-	// (Manifest.Body is nil). Docker Hub does not count HEADs against the
+	// (Manifest.Body is nil; Manifest.Digest is "" when a tag HEAD carried
+	// no Docker-Content-Digest). Docker Hub does not count HEADs against the
 	// pull limit.
 	HeadManifest(ctx context.Context, repo, ref string, accept []string) (*Manifest, error)
 	// GetBlob opens a blob body starting at offset (a Range request when

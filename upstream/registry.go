@@ -16,15 +16,14 @@ import (
 )
 
 // DefaultManifestAccept is the Accept list used when the caller passes nil:
-// OCI manifest and index, Docker v2 manifest and manifest list, and the old
-// v1 schemas for registries that still serve them.
+// OCI manifest and index, Docker v2 manifest and manifest list. Docker
+// schema 1 is not asked for: the proxy does not cache it (distribution v3
+// dropped it), and a registry that can convert then sends schema 2.
 var DefaultManifestAccept = []string{
 	"application/vnd.oci.image.index.v1+json",
 	"application/vnd.oci.image.manifest.v1+json",
 	"application/vnd.docker.distribution.manifest.list.v2+json",
 	"application/vnd.docker.distribution.manifest.v2+json",
-	"application/vnd.docker.distribution.manifest.v1+prettyjws",
-	"application/vnd.docker.distribution.manifest.v1+json",
 }
 
 // GetManifest implements Registry.
@@ -65,12 +64,12 @@ func (c *Client) manifest(ctx context.Context, method, repo, ref string, accept 
 		return nil, fmt.Errorf("upstream %s: manifest %s/%s: server says %s: %w", c.host, repo, ref, m.Digest, ErrDigestMismatch)
 	}
 	if method == http.MethodHead {
-		if m.Digest == "" {
-			if !byDigest {
-				return nil, c.invalid("manifest %s/%s: HEAD answer without Docker-Content-Digest", repo, ref)
-			}
+		if m.Digest == "" && byDigest {
 			m.Digest = want
 		}
+		// A tag HEAD without Docker-Content-Digest leaves m.Digest "":
+		// only a GET can tell what the tag points at (containerd and
+		// regclient fall back the same way).
 		if m.Size < 0 {
 			return nil, c.invalid("manifest %s/%s: HEAD answer without Content-Length", repo, ref)
 		}
