@@ -85,7 +85,7 @@ func New(host string, cfg config.Upstream, opts ...Option) (*Client, error) {
 	c.red = redactor{secrets: func() []string { return append(creds.secrets(), proxySecrets(cfg.Proxy)...) }}
 	c.log = o.logger.With(slog.String("upstream", host))
 
-	ua := &userAgent{inner: base, ua: o.userAgent}
+	ua := &userAgent{inner: &proxyAnswers{inner: base}, ua: o.userAgent}
 	budget := cfg.Timeouts.Dial + cfg.Timeouts.TLSHandshake + 2*cfg.Timeouts.ResponseHeader
 	at, err := newAuthTransport(ua, eps, auth, o.scopeCacheSize, budget)
 	if err != nil {

@@ -24,7 +24,12 @@ type fwdProxy struct {
 	pass      string
 	cutAfter  atomic.Int64 // > 0: abort plain bodies after this many bytes (once)
 	conns     atomic.Int64
+	refused   atomic.Int64 // 407 answers sent
 	transport *http.Transport
+	// block, when set, answers a plain-HTTP request it matches with the
+	// proxy's own 403 HTML policy page, as corporate proxies do.
+	block   func(*http.Request) bool
+	blocked atomic.Int64
 
 	mu   sync.Mutex
 	seen []string // "METHOD host path" of every proxied request
@@ -76,10 +81,19 @@ func (p *fwdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.user != "" {
 		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
 		if r.Header.Get("Proxy-Authorization") != want {
+			p.refused.Add(1)
 			w.Header().Set("Proxy-Authenticate", `Basic realm="test"`)
 			http.Error(w, "proxy auth", http.StatusProxyAuthRequired)
 			return
 		}
+	}
+	if p.block != nil && r.Method != http.MethodConnect && p.block(r) {
+		p.blocked.Add(1)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Via", "1.1 proxy.corp.example")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, "<html><body><h1>Access denied by corporate policy</h1></body></html>")
+		return
 	}
 	p.mu.Lock()
 	p.seen = append(p.seen, r.Method+" "+r.Host+" "+r.URL.Path)
