@@ -87,7 +87,7 @@ func New(host string, cfg config.Upstream, opts ...Option) (*Client, error) {
 
 	ua := &userAgent{inner: &proxyAnswers{inner: base}, ua: o.userAgent}
 	budget := cfg.Timeouts.Dial + cfg.Timeouts.TLSHandshake + 2*cfg.Timeouts.ResponseHeader
-	at, err := newAuthTransport(ua, eps, auth, o.scopeCacheSize, budget)
+	at, err := newAuthTransport(ua, eps, auth, cfg.Internal, o.scopeCacheSize, budget)
 	if err != nil {
 		return nil, err
 	}

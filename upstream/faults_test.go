@@ -244,7 +244,7 @@ func TestRedirects(t *testing.T) {
 	cfg.Internal = false
 	c = newClient(t, cfg)
 	_, err = c.GetBlob(t.Context(), "a/b", blobDigest, 0)
-	if err == nil || !strings.Contains(err.Error(), "internal address") || !errors.Is(err, ErrInvalid) {
+	if err == nil || !strings.Contains(err.Error(), "internal address") || !errors.Is(err, ErrForbiddenAddress) || Temporary(err) {
 		t.Fatalf("redirect to 127.0.0.1 with internal=false: %v", err)
 	}
 	if strings.Contains(err.Error(), "sig-secret-xyz") {

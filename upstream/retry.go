@@ -186,12 +186,13 @@ func (t *retryTransport) reason(resp *http.Response, err error) string {
 }
 
 // permanentNetError reports transport errors that a retry cannot fix: a
-// refused redirect or a certificate that does not verify.
+// refused redirect, an internal address the upstream may not reach, or a
+// certificate that does not verify.
 func permanentNetError(err error) bool {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
-	return errors.Is(err, errRedirectRefused) || errors.As(err, &cv) ||
+	return errors.Is(err, errRedirectRefused) || errors.Is(err, ErrForbiddenAddress) || errors.As(err, &cv) ||
 		errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
 }
