@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -183,5 +185,51 @@ func TestRangeNotSatisfiable(t *testing.T) {
 	b.Body.Close()
 	if len(rest) != 10 {
 		t.Fatalf("last 10 bytes: got %d", len(rest))
+	}
+}
+
+// TestRetryTiming runs the retry transport on synctest's clock: the waits
+// are NewBackOff's or the upstream's Retry-After, never more than
+// MaxBackoff, and a longer Retry-After is not waited for at all. The inner
+// transport is scripted (a fault a real server would need real time for).
+func TestRetryTiming(t *testing.T) {
+	t.Parallel()
+	policy := config.Retry{Attempts: 4, InitialBackoff: time.Second, MaxBackoff: 5 * time.Second}
+	for _, tc := range []struct {
+		name       string
+		retryAfter string
+		calls      int
+		min, max   time.Duration
+	}{
+		{"backoff", "", 4, (1 + 2 + 4) * time.Second / 2, 5 * time.Second * 3},
+		{"retry-after", "2", 4, 6 * time.Second, 6 * time.Second},
+		{"retry-after over max", "30", 1, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				calls := 0
+				rt := &retryTransport{
+					inner: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+						calls++
+						h := http.Header{}
+						if tc.retryAfter != "" {
+							h.Set("Retry-After", tc.retryAfter)
+						}
+						return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: h, Body: http.NoBody, Request: r}, nil
+					}),
+					policy: policy, sleep: sleepContext, log: slog.New(slog.DiscardHandler), now: time.Now,
+				}
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://registry.test/v2/a/manifests/b", nil)
+				start := time.Now()
+				resp, err := rt.RoundTrip(req)
+				if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+					t.Fatalf("RoundTrip: %v %v", resp, err)
+				}
+				waited := time.Since(start)
+				if calls != tc.calls || waited < tc.min || waited > tc.max {
+					t.Fatalf("%d calls in %s; want %d calls in [%s, %s]", calls, waited, tc.calls, tc.min, tc.max)
+				}
+			})
+		})
 	}
 }
