@@ -101,6 +101,34 @@ func TestProxyPolicyPage403(t *testing.T) {
 	}
 }
 
+// TestTLSInspectingProxy403: a TLS-inspecting proxy (CONNECT accepted, TLS
+// terminated with the interception certificate the client trusts) answers
+// a blocked request inside the tunnel with its 403 HTML page: ErrProxy, not
+// the registry's denial; other requests pass.
+func TestTLSInspectingProxy403(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t, testregistry.WithTLS())
+	reg.SeedImage(t, "team/app", "v1", 1, 256)
+	// httptest's certificate names *.example.com; the proxy intercepts
+	// with it, and the client trusts its CA as a corporate CA.
+	px := startFwdProxy(t, map[string]string{"registry.example.com:443": reg.Addr}, "", "")
+	px.inspect = reg.Server.TLS.Clone()
+	px.block = func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blocked/") }
+	cfg := testConfig("https://registry.example.com")
+	cfg.Proxy = px.URL()
+	cfg.TLS.CAFile = reg.CAFile(t)
+	c := newClient(t, cfg)
+
+	if _, err := c.GetManifest(t.Context(), "team/app", "v1", nil); err != nil {
+		t.Fatalf("through the inspecting proxy: %v", err)
+	}
+	_, err := c.GetManifest(t.Context(), "blocked/app", "v1", nil)
+	wantProxyAnswer(t, err, http.StatusForbidden, http.MethodGet)
+	if px.blocked.Load() != 1 {
+		t.Fatalf("blocked %d requests, want 1 (not retried)", px.blocked.Load())
+	}
+}
+
 // TestRegistryAnswer is the 403 rule in a table.
 func TestRegistryAnswer(t *testing.T) {
 	t.Parallel()
