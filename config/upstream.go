@@ -103,9 +103,9 @@ type Timeouts struct {
 // token fetches); blob downloads are not retried by the client but by the
 // fill, which resumes from the bytes it already has.
 type Retry struct {
-	// Attempts is the total number of requests for one metadata call,
-	// across all endpoints (each endpoint is tried at least once), and the
-	// total number of download attempts of one blob fill (>= 1).
+	// Attempts is the total number of requests of one metadata call,
+	// across all endpoints (each endpoint is tried at least once); the blob
+	// fill uses it to bound its own download attempts (>= 1).
 	Attempts int `yaml:"attempts"`
 	// InitialBackoff is the first wait; it doubles on each retry.
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
