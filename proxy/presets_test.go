@@ -20,9 +20,9 @@ func TestPresetsOff(t *testing.T) {
 	}})
 	kinds := []testenv.Kind{testenv.ManifestGet, testenv.ManifestHead, testenv.BlobGet, testenv.BlobHead, testenv.Tags, testenv.Referrers, testenv.Other}
 	for _, uri := range []string{
-		"/v2/quay.io/x/manifests/y",            // disabled: true
-		"/v2/x/manifests/y?ns=quay.io",         // the same through ns
-		"/v2/nvcr.io/x/manifests/y",            // a preset, presets: false
+		"/v2/quay.io/x/manifests/y",    // disabled: true
+		"/v2/x/manifests/y?ns=quay.io", // the same through ns
+		"/v2/nvcr.io/x/manifests/y",    // a preset, presets: false
 		"/v2/x/manifests/y?ns=registry.gitlab.com",
 		"/v2/public.ecr.aws/x/tags/list",
 	} {
