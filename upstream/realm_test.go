@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
 	"github.com/stowage/stowage/upstream/internal/testregistry"
 )
 
@@ -104,3 +106,54 @@ func TestRealmAlias(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRealmChallenge is the realm rule in a table: which realms are used
+// as announced, which through an alias, which are refused.
+func TestRealmChallenge(t *testing.T) {
+	t.Parallel()
+	const (
+		asIs = iota
+		alias
+		refused
+	)
+	for _, tc := range []struct {
+		endpoint, realm string
+		internal        bool
+		want            int
+	}{
+		{"https://registry.example", "https://auth.example/token", false, asIs},
+		{"https://registry.example", "https://10.0.0.7/token", false, refused},
+		{"https://registry.example", "https://169.254.169.254/latest", false, refused},
+		{"https://registry.example", "https://2130706433/token", false, refused},
+		{"https://registry.example", "https://localhost:5001/token", false, refused},
+		{"https://registry.example", "https://10.0.0.7/token", true, alias},
+		{"https://registry.example", "https://localhost:5001/token", true, asIs},
+		{"http://10.0.0.5:5000", "http://10.0.0.5:5000/token", false, asIs},  // the endpoint itself
+		{"http://10.0.0.5:5000", "http://10.0.0.5:5001/token", false, alias}, // the endpoint's host
+		{"http://10.0.0.5:5000", "http://10.0.0.6:5001/token", false, refused},
+	} {
+		ep, err := parseEndpoint(tc.endpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &authTransport{internal: tc.internal}
+		ch := &transport.Challenge{Scheme: "Bearer", Parameters: map[string]string{"realm": tc.realm, "service": "s"}}
+		out, err := a.realmChallenge(ep, ch)
+		got := asIs
+		switch {
+		case err != nil:
+			got = refused
+			if !errors.Is(err, ErrForbiddenAddress) {
+				t.Errorf("%s -> %s: %v", tc.endpoint, tc.realm, err)
+			}
+		case out.Parameters["realm"] != tc.realm:
+			got = alias
+			if !strings.Contains(out.Parameters["realm"], aliasSuffix+"/") || ch.Parameters["realm"] != tc.realm {
+				t.Errorf("%s -> %s: alias %q (shared challenge changed: %v)", tc.endpoint, tc.realm, out.Parameters["realm"], ch.Parameters["realm"] != tc.realm)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s -> %s (internal %v): got %d, want %d", tc.endpoint, tc.realm, tc.internal, got, tc.want)
+		}
+	}
+}
