@@ -23,13 +23,22 @@ type Config struct {
 
 	// DefaultUpstream is the registry host used when a request names no
 	// registry (no ?ns= query and no host in the path). Usually "docker.io".
+	// It must be an enabled upstream (configured, or an enabled preset).
 	DefaultUpstream string `yaml:"default_upstream"`
+
+	// Presets enables the built-in public registries (default true):
+	// docker.io, ghcr.io, quay.io, registry.k8s.io, gcr.io,
+	// mcr.microsoft.com, public.ecr.aws, docker.elastic.co, nvcr.io and
+	// registry.gitlab.com. false turns them all off: only the hosts listed
+	// under Upstreams remain (listing a preset host there, even with an
+	// empty entry, keeps that one with its public endpoint).
+	Presets bool `yaml:"presets"`
 
 	// Upstreams are the registries Stowage may contact, keyed by the logical
 	// registry host clients use (the cache key). Entries here are merged
-	// over the built-in presets (docker.io, ghcr.io, quay.io,
-	// registry.k8s.io, gcr.io, mcr.microsoft.com). A host that is neither
-	// configured nor preset is never contacted.
+	// over the built-in presets (see Presets); disabled: true turns one
+	// off. A host that is neither configured nor an enabled preset is never
+	// contacted.
 	Upstreams map[string]Upstream `yaml:"upstreams"`
 
 	// Cache holds the cache policy: tag freshness, stale serving, memory.

@@ -50,6 +50,9 @@ func TestExampleLoads(t *testing.T) {
 	if h, ok := c.Upstream("harbor.internal"); !ok || !h.Internal || h.TLS.CAFile == "" {
 		t.Fatalf("harbor from example: %+v", h)
 	}
+	if _, ok := c.Upstream("nvcr.io"); ok || !c.Presets {
+		t.Fatalf("example: presets %v, nvcr.io must be disabled", c.Presets)
+	}
 	if c.Cache.TagTTL != 5*time.Minute {
 		t.Fatalf("tag_ttl %s", c.Cache.TagTTL)
 	}

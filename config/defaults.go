@@ -17,6 +17,7 @@ func Default() *Config {
 		Listen:          ":5000",
 		Storage:         Storage{Driver: "filesystem", Root: "./data"},
 		DefaultUpstream: "docker.io",
+		Presets:         true,
 		Cache: Cache{
 			TagTTL:          5 * time.Minute,
 			MaxStale:        7 * 24 * time.Hour,
@@ -63,7 +64,7 @@ func (c *Config) Validate() error {
 	}
 	c.DefaultUpstream = CanonicalHost(c.DefaultUpstream)
 	if _, ok := c.Upstream(c.DefaultUpstream); !ok {
-		errs = append(errs, fmt.Errorf("default_upstream %q is neither configured nor a preset", c.DefaultUpstream))
+		errs = append(errs, fmt.Errorf("default_upstream %q is not an enabled upstream (configure it under upstreams, or pick an enabled one; presets: false and disabled: true turn presets off)", c.DefaultUpstream))
 	}
 	for host, u := range c.Upstreams {
 		errs = append(errs, validateUpstream(host, u)...)
@@ -111,7 +112,7 @@ func validateUpstream(host string, u Upstream) []error {
 			errs = append(errs, fmt.Errorf("upstreams.%s: endpoint must not carry credentials; use auth", host))
 		}
 	}
-	if _, ok := Presets()[host]; !ok && len(u.Endpoints) == 0 {
+	if _, ok := Presets()[host]; !ok && len(u.Endpoints) == 0 && !u.Disabled {
 		errs = append(errs, fmt.Errorf("upstreams.%s: endpoints required (not a preset registry)", host))
 	}
 	if u.Proxy != "" && u.Proxy != "direct" {

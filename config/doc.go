@@ -4,6 +4,8 @@
 //
 // Upstream registries are keyed by their registry host. Built-in presets
 // (docker.io, ghcr.io, quay.io, registry.k8s.io, gcr.io, mcr.microsoft.com,
-// ...) need no configuration; a host that is neither configured nor preset is
-// never contacted.
+// public.ecr.aws, docker.elastic.co, nvcr.io, registry.gitlab.com) need no
+// configuration; presets: false turns them all off and disabled: true one
+// upstream. A host that is neither configured nor an enabled preset is never
+// contacted.
 package config

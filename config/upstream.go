@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -40,6 +41,11 @@ type Upstream struct {
 
 	// Retry bounds retries of temporary failures.
 	Retry Retry `yaml:"retry"`
+
+	// Disabled turns this upstream off: requests naming it are refused
+	// (403 DENIED) and it is never contacted. It closes one preset (for
+	// example "nvcr.io: {disabled: true}") or parks a configured entry.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Auth holds upstream credentials. Secrets are never printed: String and the
@@ -91,18 +97,29 @@ type Timeouts struct {
 }
 
 // Retry bounds retries of temporary failures (connection errors, 408, 429,
-// 5xx) with exponential backoff and jitter; Retry-After is honoured.
+// 5xx) with exponential backoff and jitter; Retry-After is honoured up to
+// MaxBackoff. There is one retry layer per kind of request: the upstream
+// client retries metadata requests (manifests, HEADs, tags, referrers,
+// token fetches); blob downloads are not retried by the client but by the
+// fill, which resumes from the bytes it already has.
 type Retry struct {
-	// Attempts is the total number of tries of one request (>= 1).
+	// Attempts is the total number of requests of one metadata call,
+	// across all endpoints (each endpoint is tried at least once); the blob
+	// fill uses it to bound its own download attempts (>= 1).
 	Attempts int `yaml:"attempts"`
 	// InitialBackoff is the first wait; it doubles on each retry.
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
-	// MaxBackoff caps a single wait (also a Retry-After that asks for more).
+	// MaxBackoff caps a single wait. An upstream whose Retry-After asks for
+	// more is not waited for: its 429 or 503 is passed on at once, with its
+	// Retry-After, so the client decides when to come back.
 	MaxBackoff time.Duration `yaml:"max_backoff"`
 }
 
 // Presets are the public registries Stowage knows without configuration,
-// keyed by registry host, with their endpoint URL.
+// keyed by registry host, with their endpoint URL: docker.io, ghcr.io,
+// quay.io, registry.k8s.io, gcr.io, mcr.microsoft.com, public.ecr.aws,
+// docker.elastic.co, nvcr.io and registry.gitlab.com. Config.Presets false
+// turns them all off; Upstream.Disabled turns off one.
 func Presets() map[string]string {
 	return map[string]string{
 		"docker.io":           "https://registry-1.docker.io",
@@ -130,13 +147,15 @@ func CanonicalHost(host string) string {
 
 // Upstream returns the effective settings for a registry host (after
 // CanonicalHost): the configured entry over the preset. ok is false for a
-// host that is neither configured nor preset; such a host must never be
-// contacted.
+// host that is not enabled: neither configured nor an enabled preset
+// (presets: false turns every preset off), or disabled: true. Such a host
+// must never be contacted. A configured entry for a preset host is enabled
+// even with presets: false, and still defaults to the preset's endpoint.
 func (c *Config) Upstream(host string) (Upstream, bool) {
 	host = CanonicalHost(host)
 	u, configured := c.Upstreams[host]
 	preset, isPreset := Presets()[host]
-	if !configured && !isPreset {
+	if u.Disabled || (!configured && (!isPreset || !c.Presets)) {
 		return Upstream{}, false
 	}
 	if len(u.Endpoints) == 0 && isPreset {
@@ -147,19 +166,23 @@ func (c *Config) Upstream(host string) (Upstream, bool) {
 	return u, true
 }
 
-// Hosts lists every registry host that may be contacted.
+// Hosts lists every registry host that may be contacted (the enabled
+// ones), sorted.
 func (c *Config) Hosts() []string {
-	seen := map[string]bool{}
 	var out []string
 	for h := range Presets() {
-		seen[h] = true
-		out = append(out, h)
-	}
-	for h := range c.Upstreams {
-		if !seen[h] {
+		if _, ok := c.Upstream(h); ok {
 			out = append(out, h)
 		}
 	}
+	for h := range c.Upstreams {
+		if _, preset := Presets()[h]; !preset {
+			if _, ok := c.Upstream(h); ok {
+				out = append(out, h)
+			}
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

@@ -84,8 +84,21 @@ var (
 	ErrNotFound = errors.New("upstream: not found")
 	// ErrUnauthorized: credentials missing or rejected (401 after auth).
 	ErrUnauthorized = errors.New("upstream: unauthorized")
-	// ErrDenied: authenticated but not allowed (403).
+	// ErrDenied: the registry itself refused access (a 403 that carries the
+	// registry's marks: a Docker-Distribution-Api-Version header or an OCI
+	// error body). A 403 without them is ErrProxy.
 	ErrDenied = errors.New("upstream: denied")
+	// ErrProxy: the answer is not the registry's: the forward proxy (or
+	// another intermediary) refused or failed the request. It covers a 407
+	// Proxy Authentication Required (plain-HTTP upstreams, where the proxy
+	// answers in place of the registry), any 4xx answer to CONNECT, and a
+	// 403 that lacks the registry's marks (a TLS-inspecting proxy's HTML
+	// policy page, a Proxy-Authenticate or X-Squid-Error answer). It comes
+	// wrapped together with ErrUnavailable: a cached copy is still served
+	// stale, because the registry never said no. The request is not
+	// retried (Retryable is false): only the proxy's configuration or
+	// credentials can fix it. errors.As(err, **StatusError) gives the status.
+	ErrProxy = errors.New("upstream: the forward proxy refused or failed the request")
 	// ErrTooManyRequests: rate limited (429) after the retry budget; see
 	// RetryAfter.
 	ErrTooManyRequests = errors.New("upstream: too many requests")
@@ -104,6 +117,16 @@ var (
 	// ErrInvalid: the upstream answered something unusable (bad headers,
 	// bad Content-Range, unparseable body).
 	ErrInvalid = errors.New("upstream: invalid response")
+	// ErrRangeNotSatisfiable: the upstream answered 416 to a ranged blob
+	// GET; for a resume at the blob's end this means every byte already
+	// arrived (the caller checks its digest). Not temporary.
+	ErrRangeNotSatisfiable = errors.New("upstream: range not satisfiable")
+	// ErrForbiddenAddress: the upstream pointed Stowage at a loopback,
+	// private, link-local or shared (CGNAT) address other than its own
+	// endpoints (a token realm, a blob redirect, a name that resolves
+	// there) and the upstream is not configured with internal: true. A
+	// configuration matter: not temporary, not retried.
+	ErrForbiddenAddress = errors.New("upstream: internal address not allowed for this upstream (set internal: true)")
 )
 
 // RetryAfter returns the wait an upstream asked for in a 429 or 503
@@ -116,10 +139,21 @@ func RetryAfter(err error) (time.Duration, bool) {
 	return 0, false
 }
 
-// Temporary reports whether err is worth retrying later (network failures,
-// timeouts, 408, 429, 5xx): the fill resumes after such errors.
+// Temporary reports whether err may go away by itself (network failures,
+// timeouts, 408, 429, 5xx, and ErrCertificate and ErrProxy, which come
+// wrapped with ErrUnavailable): a cached copy is served stale after such
+// errors. Whether to try again is Retryable.
 func Temporary(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooManyRequests)
+}
+
+// Retryable reports whether sending the request again may succeed: a
+// temporary error that is not a certificate problem (ErrCertificate) or
+// the forward proxy's refusal (ErrProxy), which only a configuration change
+// fixes. The upstream client retries metadata requests by this rule; a
+// blob fill uses it to decide whether to resume.
+func Retryable(err error) bool {
+	return Temporary(err) && !errors.Is(err, ErrCertificate) && !errors.Is(err, ErrProxy)
 }
 
 // StatusError is an upstream HTTP error answer. It wraps the sentinel for
@@ -127,6 +161,10 @@ func Temporary(err error) bool {
 type StatusError struct {
 	// Status is the HTTP status code.
 	Status int
+	// Method and URL are the request that got the answer; the URL is
+	// redacted (no query, no credentials).
+	Method string
+	URL    string
 	// Code and Message are the first OCI error of the body, if any.
 	Code    string
 	Message string

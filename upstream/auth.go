@@ -29,6 +29,8 @@ const defaultTokenLifetime = 60 * time.Second
 // without credentials.
 type authTransport struct {
 	inner     http.RoundTripper // user agent + base transport
+	tokens    http.RoundTripper // inner behind realmAliases, for go-containerregistry
+	internal  bool              // config.Upstream.Internal: internal realms allowed
 	endpoints []*endpoint
 	auth      authn.Authenticator
 	cache     *lru.Cache[string, scopedTransport]
@@ -50,13 +52,14 @@ type challengeEntry struct {
 	fetched time.Time
 }
 
-func newAuthTransport(inner http.RoundTripper, eps []*endpoint, auth authn.Authenticator, size int, budget time.Duration) (*authTransport, error) {
+func newAuthTransport(inner http.RoundTripper, eps []*endpoint, auth authn.Authenticator, internal bool, size int, budget time.Duration) (*authTransport, error) {
 	cache, err := lru.New[string, scopedTransport](size)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: scope cache: %w", err)
 	}
 	return &authTransport{
-		inner: inner, endpoints: eps, auth: auth, cache: cache,
+		inner: inner, tokens: &realmAliases{inner: inner}, internal: internal,
+		endpoints: eps, auth: auth, cache: cache,
 		now: time.Now, budget: budget,
 		challenges: map[string]challengeEntry{},
 	}, nil
@@ -137,6 +140,9 @@ func (a *authTransport) build(ctx context.Context, ep *endpoint, repo string) (s
 		}
 		return scopedTransport{rt: rt, expires: start.Add(challengeTTL)}, nil
 	case "bearer":
+		if ch, err = a.realmChallenge(ep, ch); err != nil {
+			return scopedTransport{}, err
+		}
 	default:
 		return scopedTransport{}, fmt.Errorf("%w: unsupported auth challenge %q", ErrUnauthorized, ch.Scheme)
 	}
@@ -144,7 +150,7 @@ func (a *authTransport) build(ctx context.Context, ep *endpoint, repo string) (s
 	if repo != "" {
 		scopes = []string{"repository:" + repo + ":pull"}
 	}
-	tok, err := transport.Exchange(ctx, ep.reg, a.auth, a.inner, scopes, ch)
+	tok, err := transport.Exchange(ctx, ep.reg, a.auth, a.tokens, scopes, ch)
 	if err != nil {
 		a.forgetChallenge(ep)
 		return scopedTransport{}, fromTransportError(err)
@@ -154,7 +160,7 @@ func (a *authTransport) build(ctx context.Context, ep *endpoint, repo string) (s
 	}
 	// FromToken's transport renews the token itself when the registry
 	// answers 401 before we consider it expired.
-	rt, err := transport.FromToken(ep.reg, a.auth, a.inner, ch, tok)
+	rt, err := transport.FromToken(ep.reg, a.auth, a.tokens, ch, tok)
 	if err != nil {
 		return scopedTransport{}, fromTransportError(err)
 	}

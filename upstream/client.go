@@ -85,9 +85,9 @@ func New(host string, cfg config.Upstream, opts ...Option) (*Client, error) {
 	c.red = redactor{secrets: func() []string { return append(creds.secrets(), proxySecrets(cfg.Proxy)...) }}
 	c.log = o.logger.With(slog.String("upstream", host))
 
-	ua := &userAgent{inner: base, ua: o.userAgent}
+	ua := &userAgent{inner: &proxyAnswers{inner: base}, ua: o.userAgent}
 	budget := cfg.Timeouts.Dial + cfg.Timeouts.TLSHandshake + 2*cfg.Timeouts.ResponseHeader
-	at, err := newAuthTransport(ua, eps, auth, o.scopeCacheSize, budget)
+	at, err := newAuthTransport(ua, eps, auth, cfg.Internal, o.scopeCacheSize, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +146,8 @@ type request struct {
 	path   string // after /v2/<repo>/
 	query  url.Values
 	header http.Header
+	// once: no retries (the caller retries: blob GETs and the fill).
+	once bool
 }
 
 // response is an answered request; body reads are guarded by the stall
@@ -157,15 +159,26 @@ type response struct {
 
 // do sends r to the endpoints in order and returns the first successful
 // (2xx) answer. It moves to the next endpoint when one fails with
-// ErrUnavailable (network errors, 408, 5xx, after its retry budget),
+// ErrUnavailable (network errors, 408, 5xx, after its retries),
 // ErrTooManyRequests or ErrNotFound (a mirror without the repository);
 // other answers (401, 403, bad requests) are final. When every endpoint
 // failed, a temporary error wins over ErrNotFound, because the content may
 // exist behind the endpoint that did not answer.
+//
+// Retry.Attempts bounds the requests of the whole call: the endpoints share
+// it, each keeping one for itself. A request marked once (blob GETs, whose
+// retries and resumes are the fill's) is sent once per endpoint.
 func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	var errs []error
+	left := c.cfg.Retry.Attempts
 	for i, ep := range c.endpoints {
-		resp, err := c.doEndpoint(ctx, ep, r)
+		allow := max(1, left-(len(c.endpoints)-1-i))
+		if r.once {
+			allow = 1
+		}
+		b := &attemptBudget{left: allow}
+		resp, err := c.doEndpoint(withBudget(ctx, b), ep, r)
+		left -= allow - b.remaining() // what this endpoint sent
 		if err == nil {
 			return resp, nil
 		}

@@ -47,7 +47,7 @@ func (g *dialGuard) DialContext(ctx context.Context, network, addr string) (net.
 func (g *dialGuard) control(_ context.Context, _, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("%w: unparsable dial address %q", errRedirectRefused, address)
+		return fmt.Errorf("%w: unparsable dial address %q", ErrForbiddenAddress, address)
 	}
 	return checkAddr(ap.Addr().String(), ap.Addr())
 }

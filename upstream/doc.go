@@ -5,17 +5,23 @@
 // talks to the configured endpoints in order, through the upstream's own
 // HTTP(S) forward proxy and TLS settings, authenticates with
 // go-containerregistry's challenge/token transport (one cached transport per
-// repository pull scope), retries temporary failures with backoff and
-// Retry-After, resumes blobs with Range requests at the caller's offset,
-// refuses redirects to internal addresses, bounds error and manifest bodies,
-// and redacts credentials and signed URLs from every error and log line.
+// repository pull scope), retries temporary failures of metadata requests
+// with NewBackOff and Retry-After (blob GETs are sent once: the caller's
+// fill retries and resumes them with Range requests at its offset), tells
+// the forward proxy's answers (ErrProxy) from the registry's, refuses
+// redirects and token realms on internal addresses unless the upstream is
+// internal (ErrForbiddenAddress), bounds error and manifest bodies, and
+// redacts credentials and signed URLs from every error and log line.
 //
 // The client is built from stacked http.RoundTrippers, innermost first:
 //
-//	http.Transport (proxy, TLS, dial/handshake/header timeouts)
+//	http.Transport (proxy, TLS, dial/handshake/header timeouts; a refused
+//	                CONNECT becomes a *StatusError)
+//	-> proxyAnswers         (407 and non-registry 403: ErrProxy)
 //	-> userAgent            (User-Agent header)
-//	-> transport.NewWithContext (challenge ping, bearer/basic auth) per scope
-//	-> retry                (backoff on temporary failures, Retry-After)
+//	-> realmAliases         (internal token realms, for internal upstreams)
+//	-> go-containerregistry's transport (challenge ping, bearer/basic auth) per scope
+//	-> retry                (NewBackOff, Retry-After, the call's attempt budget)
 //
 // Bodies handed to callers are wrapped in a stall reader that aborts the
 // request when no byte arrives for Timeouts.Stall.

@@ -17,17 +17,26 @@ import (
 // buffer a blob.
 const maxErrorBody = 64 << 10
 
+// errProxyAnswer is the sentinel of an answer that is the forward proxy's:
+// ErrProxy together with ErrUnavailable (see ErrProxy).
+var errProxyAnswer = fmt.Errorf("%w: %w", ErrProxy, ErrUnavailable)
+
 // sentinelFor is the one place that maps an upstream HTTP status to a
-// sentinel error.
+// sentinel error. A 403 reaching it is the registry's own (proxyAnswers
+// turns the others into errProxyAnswer before).
 func sentinelFor(status int) error {
 	switch {
 	case status == http.StatusNotFound:
 		return ErrNotFound
 	case status == http.StatusUnauthorized:
 		return ErrUnauthorized
-	case status == http.StatusForbidden, status == http.StatusProxyAuthRequired:
-		// 407: the forward proxy refused our (missing or wrong) credentials.
+	case status == http.StatusForbidden:
 		return ErrDenied
+	case status == http.StatusProxyAuthRequired:
+		// 407 is only ever the forward proxy's answer.
+		return errProxyAnswer
+	case status == http.StatusRequestedRangeNotSatisfiable:
+		return ErrRangeNotSatisfiable
 	case status == http.StatusTooManyRequests:
 		return ErrTooManyRequests
 	case status == http.StatusRequestTimeout, status >= 500:
@@ -61,6 +70,9 @@ type ociErrors struct {
 func errorFromResponse(resp *http.Response, now time.Time) *StatusError {
 	defer resp.Body.Close()
 	e := &StatusError{Status: resp.StatusCode, Err: sentinelFor(resp.StatusCode)}
+	if resp.Request != nil {
+		e.Method, e.URL = resp.Request.Method, redactURL(resp.Request.URL)
+	}
 	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
 		e.RetryAfter = d
 	}
@@ -82,6 +94,9 @@ func fromTransportError(err error) error {
 		return err
 	}
 	e := &StatusError{Status: te.StatusCode, Err: sentinelFor(te.StatusCode)}
+	if te.Request != nil {
+		e.Method, e.URL = te.Request.Method, redactURL(te.Request.URL)
+	}
 	if len(te.Errors) > 0 {
 		e.Code = string(te.Errors[0].Code)
 		e.Message = truncate(te.Errors[0].Message, 512)
@@ -98,6 +113,9 @@ func networkError(err error) error {
 	var se *StatusError
 	if errors.As(err, &se) {
 		return err
+	}
+	if errors.Is(err, ErrForbiddenAddress) {
+		return err // a configuration matter, neither invalid nor unavailable
 	}
 	if errors.Is(err, errRedirectRefused) {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -117,7 +117,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		wantErr error
 	}{
 		{"wrong registry password", px.URL(), ErrUnauthorized},
-		{"wrong proxy password", strings.Replace(px.URL(), "px-secret-789", "px-wrong-secret-000", 1), ErrDenied},
+		{"wrong proxy password", strings.Replace(px.URL(), "px-secret-789", "px-wrong-secret-000", 1), ErrProxy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

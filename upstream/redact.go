@@ -61,6 +61,10 @@ func (r redactor) URL(u *url.URL) string {
 	return r.String(v.String())
 }
 
+// redactURL renders a request URL for a *StatusError: scheme, host and
+// path only.
+func redactURL(u *url.URL) string { return redactor{}.URL(u) }
+
 // Error returns err with its message redacted; nil stays nil.
 func (r redactor) Error(err error) error {
 	if err == nil {
@@ -89,12 +93,13 @@ func (r redactor) safeCauses(err error) []error {
 	var se *StatusError
 	if errors.As(err, &se) {
 		c := *se
-		c.Message = r.String(c.Message)
+		c.Message, c.URL = r.String(c.Message), r.String(c.URL)
 		out = append(out, &c)
 	}
 	for _, s := range []error{
 		ErrNotFound, ErrUnauthorized, ErrDenied, ErrTooManyRequests,
 		ErrUnavailable, ErrCertificate, ErrTooLarge, ErrDigestMismatch, ErrInvalid,
+		ErrProxy, ErrRangeNotSatisfiable, ErrForbiddenAddress,
 		context.Canceled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, s) && (se == nil || !errors.Is(se, s)) {

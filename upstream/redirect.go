@@ -17,7 +17,8 @@ var errRedirectRefused = errors.New("upstream: redirect refused")
 //   - bounds the hop count,
 //   - allows only http and https targets,
 //   - refuses targets on loopback, private, link-local and unspecified
-//     addresses unless the upstream is configured Internal. Without a
+//     addresses (ErrForbiddenAddress) unless the upstream is configured
+//     Internal. Without a
 //     forward proxy the target host is resolved to check its addresses;
 //     with one, the proxy resolves names, so only IP literals and
 //     "localhost" are checked.
@@ -45,8 +46,8 @@ func (p *redirectPolicy) check(req *http.Request, via []*http.Request) error {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return checkAddr(host, ip)
 	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return fmt.Errorf("%w: target %s is a loopback name (set internal: true for an internal upstream)", errRedirectRefused, host)
+	if loopbackName(host) {
+		return fmt.Errorf("%w: target %s is a loopback name", ErrForbiddenAddress, host)
 	}
 	if pu, err := p.proxy(req); err == nil && pu != nil {
 		return nil // the proxy resolves the name
@@ -63,13 +64,26 @@ func (p *redirectPolicy) check(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// checkAddr refuses an internal address with ErrForbiddenAddress.
 func checkAddr(host string, ip netip.Addr) error {
-	ip = ip.Unmap()
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() || isCGNAT(ip) {
-		return fmt.Errorf("%w: target %s is an internal address (set internal: true for an internal upstream)", errRedirectRefused, host)
+	if internalAddr(ip) {
+		return fmt.Errorf("%w: target %s is an internal address", ErrForbiddenAddress, host)
 	}
 	return nil
+}
+
+// internalAddr reports loopback, private, link-local, unspecified,
+// interface-local and shared (CGNAT) addresses.
+func internalAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() || isCGNAT(ip)
+}
+
+// loopbackName reports "localhost" and its subdomains.
+func loopbackName(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // isCGNAT matches 100.64.0.0/10 (shared address space, often internal).

@@ -126,7 +126,9 @@ func (c *Client) readCapped(resp *response, what string) ([]byte, error) {
 
 // GetBlob implements Registry. With offset > 0 it sends "Range: bytes=N-";
 // a 206 must carry "Content-Range: bytes N-.../total" (else ErrInvalid), a
-// 200 means the server ignored the Range and the body starts at 0.
+// 200 means the server ignored the Range and the body starts at 0, a 416
+// is ErrRangeNotSatisfiable. The request is not retried (one request per
+// endpoint): the caller (the fill) retries and resumes.
 func (c *Client) GetBlob(ctx context.Context, repo string, dgst digest.Digest, offset int64) (*Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("upstream: blob digest %q: %w", dgst, ErrInvalid)
@@ -138,7 +140,9 @@ func (c *Client) GetBlob(ctx context.Context, repo string, dgst digest.Digest, o
 	if offset > 0 {
 		h.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, repo: repo, path: "blobs/" + dgst.String(), header: h})
+	// Sent once: the fill owns blob retries (it resumes from what it has),
+	// so attempts: N means N downloads, not N*N.
+	resp, err := c.do(ctx, request{method: http.MethodGet, repo: repo, path: "blobs/" + dgst.String(), header: h, once: true})
 	if err != nil {
 		return nil, err
 	}

@@ -37,15 +37,16 @@ func newBaseTransport(cfg config.Upstream) (*http.Transport, proxyFunc, error) {
 	t := &http.Transport{
 		// With a proxy the transport sends the host name to the proxy
 		// (CONNECT host:port, or the absolute URL) and never resolves it.
-		Proxy:                 proxy,
-		DialContext:           dial,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   cfg.Timeouts.TLSHandshake,
-		ResponseHeaderTimeout: cfg.Timeouts.ResponseHeader,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+		Proxy:                  proxy,
+		OnProxyConnectResponse: connectAnswer,
+		DialContext:            dial,
+		TLSClientConfig:        tlsCfg,
+		TLSHandshakeTimeout:    cfg.Timeouts.TLSHandshake,
+		ResponseHeaderTimeout:  cfg.Timeouts.ResponseHeader,
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        90 * time.Second,
 	}
 	return t, proxy, nil
 }

@@ -274,11 +274,11 @@ func TestDialGuard(t *testing.T) {
 	}
 	c.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	if _, err := g.DialContext(t.Context(), "tcp", net.JoinHostPort("localhost", port)); !errors.Is(err, errRedirectRefused) {
+	if _, err := g.DialContext(t.Context(), "tcp", net.JoinHostPort("localhost", port)); !errors.Is(err, ErrForbiddenAddress) {
 		t.Fatalf("dial of a non-endpoint loopback host: %v, want a refusal", err)
 	}
 	for _, addr := range []string{"10.1.2.3:443", "[fe80::1]:443", "169.254.169.254:80"} {
-		if err := g.control(t.Context(), "tcp", addr, nil); !errors.Is(err, errRedirectRefused) {
+		if err := g.control(t.Context(), "tcp", addr, nil); !errors.Is(err, ErrForbiddenAddress) {
 			t.Errorf("control %s: %v", addr, err)
 		}
 	}
