@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,7 +88,7 @@ func (p *Proxy) serveTags(w http.ResponseWriter, r *http.Request, q *request) {
 		if page.Next != "" {
 			setNextLink(w, r, n, page.Next)
 		}
-		writeJSON(w, r, upstream.TagPage{Name: q.repo, Tags: nonNil(page.Tags)})
+		writeJSON(w, r, upstream.TagPage{Name: q.name, Tags: nonNil(page.Tags)})
 		return
 	}
 	if !upstream.Temporary(err) {
@@ -108,7 +109,7 @@ func (p *Proxy) serveTags(w http.ResponseWriter, r *http.Request, q *request) {
 	if more {
 		setNextLink(w, r, n, tags[len(tags)-1])
 	}
-	writeJSON(w, r, upstream.TagPage{Name: q.repo, Tags: nonNil(tags)})
+	writeJSON(w, r, upstream.TagPage{Name: q.name, Tags: nonNil(tags)})
 }
 
 func (p *Proxy) upstreamTags(ctx context.Context, q *request, n int, last string) (*upstream.TagPage, error) {
@@ -169,6 +170,12 @@ func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, q *reques
 	}
 	switch {
 	case err == nil:
+		// Rewrite the cached answer only when it changed: admission
+		// controllers look signatures up on every pod, and an unchanged
+		// answer needs no write (and no fsync).
+		if cached, cerr := p.store.GetReferrers(ctx, q.cacheRepo, q.dgst, artifactType); cerr == nil && bytes.Equal(cached, body) {
+			break
+		}
 		if perr := p.store.PutReferrers(ctx, q.cacheRepo, q.dgst, artifactType, body); perr != nil {
 			p.log.Warn("cache referrers", "repo", q.cacheRepo, "digest", q.dgst, "err", perr)
 		}

@@ -14,6 +14,9 @@ import (
 // request is a routed registry request after validation and upstream
 // resolution: handlers never look at mux variables themselves.
 type request struct {
+	// name is the repository name as the client sent it ("alpine",
+	// "ghcr.io/org/app").
+	name string
 	// host is the logical upstream registry ("docker.io").
 	host string
 	// repo is the repository path at the upstream ("library/alpine").
@@ -71,7 +74,7 @@ func (p *Proxy) resolveNS(name, ns string) (*request, *apiError) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	q := &request{repo: name}
+	q := &request{name: name, repo: name}
 	if ns != "" {
 		q.host, q.viaNS = config.CanonicalHost(strings.ToLower(ns)), true
 	} else if first, rest, ok := strings.Cut(name, "/"); ok && looksLikeHost(first) {
