@@ -142,7 +142,7 @@ func (p *Proxy) upstream(host string) (upstream.Registry, error) {
 	}
 	ucfg, ok := p.cfg.Upstream(host)
 	if !ok {
-		return nil, fmt.Errorf("%w: registry %q is not configured", upstream.ErrNotFound, host)
+		return nil, fmt.Errorf("%w: %q", errRegistryNotConfigured, host)
 	}
 	u, err := p.factory(host, ucfg)
 	if err != nil {
