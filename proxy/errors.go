@@ -95,6 +95,11 @@ var (
 	// host that is not one of the configured or preset upstreams.
 	errRegistryNotConfigured = newProxyError(errcode.ErrorCodeDenied, http.StatusForbidden,
 		"proxy: registry not configured", "registry is not an upstream of this proxy")
+	// errUpstreamClient: the client for a configured upstream could not be
+	// built (say its CA file is unreadable): a configuration problem of the
+	// proxy, neither the upstream's nor the cache storage's.
+	errUpstreamClient = newProxyError(errcode.ErrorCodeUnknown, http.StatusInternalServerError,
+		"proxy: upstream client", "the proxy could not set up its client for this registry; see the proxy's log")
 	// errShuttingDown is what a client hears when the proxy stops before it
 	// could answer (the fill registry's errFillClosed maps to it).
 	errShuttingDown = &proxyError{text: "proxy: shutting down", code: errcode.ErrorCodeUnavailable,

@@ -37,6 +37,14 @@ func TestErrorMapping(t *testing.T) {
 	if notConfigured == nil {
 		t.Fatal("upstream() of an unconfigured registry returned no error")
 	}
+	broken := &Proxy{cfg: config.Default(), upstreams: map[string]upstream.Registry{},
+		factory: func(string, config.Upstream) (upstream.Registry, error) {
+			return nil, &fs.PathError{Op: "open", Path: "/etc/stowage/ca.pem", Err: fs.ErrNotExist}
+		}}
+	_, noClient := broken.upstream("docker.io")
+	if noClient == nil {
+		t.Fatal("upstream() with a failing factory returned no error")
+	}
 	enospc := &fs.PathError{Op: "write", Path: "/cache/_staging/x", Err: syscall.ENOSPC}
 	for _, tc := range []struct {
 		name       string
@@ -48,6 +56,7 @@ func TestErrorMapping(t *testing.T) {
 		notUp      bool // the message must not blame the upstream
 	}{
 		{"registry not configured", notConfigured, 403, "DENIED", "", `registry "unconfigured.example" is not an upstream`, true},
+		{"upstream client not built", noClient, 500, "UNKNOWN", "", "could not set up its client", true},
 		{"shutting down", errFillClosed, 503, "UNAVAILABLE", "1", "shutting down", true},
 		{"shutting down during a resume wait", errors.Join(errFillClosed, context.Canceled), 503, "UNAVAILABLE", "1", "shutting down", true},
 		{"disk full behind the storage driver", fmt.Errorf("storage: put manifest: %w",

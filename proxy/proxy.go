@@ -146,7 +146,7 @@ func (p *Proxy) upstream(host string) (upstream.Registry, error) {
 	}
 	u, err := p.factory(host, ucfg)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: upstream %s: %w", host, err)
+		return nil, fmt.Errorf("%w: %s: %w", errUpstreamClient, host, err)
 	}
 	p.upstreams[host] = u
 	return u, nil
