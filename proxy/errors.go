@@ -135,11 +135,11 @@ func fromUpstream(host string, kind objectKind, err error) *apiError {
 
 // mapProxyError maps the proxy's own conditions.
 func mapProxyError(host string, _ objectKind, err error) *apiError {
-	if errors.Is(err, errFillClosed) {
-		err = errors.Join(errShuttingDown, err)
-	}
 	var pe *proxyError
-	if !errors.As(err, &pe) {
+	switch {
+	case errors.Is(err, errFillClosed):
+		pe = errShuttingDown
+	case !errors.As(err, &pe):
 		return nil
 	}
 	msg := pe.msg
