@@ -22,6 +22,10 @@ TOOLS_BIN="$TOOLS_DIR/bin"
 REGISTRY_VERSION=v3.1.2   # github.com/distribution/distribution/v3/cmd/registry
 CRANE_VERSION=v0.22.1     # github.com/google/go-containerregistry/cmd/crane
 REGCTL_VERSION=v0.11.7    # github.com/regclient/regclient/cmd/regctl
+# The OCI distribution-spec conformance suite: its own module with no tags;
+# this pseudo-version is main as of 2026-08-31 (commit 97274622c111).
+CONFORMANCE_MODULE=github.com/opencontainers/distribution-spec/conformance
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 # ---------------------------------------------------------------- logging
 
@@ -254,6 +258,26 @@ go_tool() {
 need_registry() { REGISTRY=$(go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"); }
 # shellcheck disable=SC2034
 need_crane()    { CRANE=$(go_tool crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"); }
+# need_conformance: sets CONFORMANCE to the OCI conformance suite, built once
+# into $TOOLS_BIN from a temporary module that requires it (the module is a
+# main package; its README builds it with `go build`).
+# shellcheck disable=SC2034
+need_conformance() {
+  CONFORMANCE="$TOOLS_BIN/oci-conformance-$CONFORMANCE_VERSION"
+  [[ -x "$CONFORMANCE" ]] && return 0
+  log "building the OCI conformance suite $CONFORMANCE_VERSION (first run only)"
+  mkdir -p "$TOOLS_BIN"
+  local tmp
+  tmp=$(mktemp -d "$TOOLS_DIR/.build-oci-conformance.XXXXXX")
+  if ! (cd "$tmp" && go mod init oci-conformance-build && go get "$CONFORMANCE_MODULE@$CONFORMANCE_VERSION" &&
+        GOFLAGS=-trimpath CGO_ENABLED=0 go build -o "$tmp/suite" "$CONFORMANCE_MODULE") >"$tmp/build.log" 2>&1; then
+    tail -n 20 "$tmp/build.log" >&2
+    rm -rf "$tmp"
+    die "building $CONFORMANCE_MODULE@$CONFORMANCE_VERSION failed"
+  fi
+  mv -f "$tmp/suite" "$CONFORMANCE"
+  rm -rf "$tmp"
+}
 # shellcheck disable=SC2034
 need_regctl()   { REGCTL=$(go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"); }
 

@@ -8,6 +8,7 @@ import (
 // registered on the injected Registerer.
 type metrics struct {
 	requests      *prometheus.CounterVec
+	aborted       *prometheus.CounterVec
 	hits          *prometheus.CounterVec
 	misses        *prometheus.CounterVec
 	upstreamBytes *prometheus.CounterVec
@@ -25,6 +26,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "stowage_http_requests_total",
 			Help: "Registry API requests by route, method and status code.",
 		}, []string{"route", "method", "code"}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stowage_http_requests_aborted_total",
+			Help: "Requests whose response was cut short (the connection closed mid-answer), by route and method; also counted in stowage_http_requests_total.",
+		}, []string{"route", "method"}),
 		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stowage_cache_hits_total",
 			Help: "Requests answered from the cache, by kind (manifest, tag, blob).",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Docker Hub style rate-limit headers seen last, by registry host and kind (limit, remaining).",
 		}, []string{"upstream", "kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.hits, m.misses, m.upstreamBytes, m.servedBytes,
+	for _, c := range []prometheus.Collector{m.requests, m.aborted, m.hits, m.misses, m.upstreamBytes, m.servedBytes,
 		m.fillsInFlight, m.fills, m.staleServes, m.rateLimit} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

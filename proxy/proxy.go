@@ -142,11 +142,11 @@ func (p *Proxy) upstream(host string) (upstream.Registry, error) {
 	}
 	ucfg, ok := p.cfg.Upstream(host)
 	if !ok {
-		return nil, fmt.Errorf("%w: registry %q is not configured", upstream.ErrNotFound, host)
+		return nil, fmt.Errorf("%w: %q", errRegistryNotConfigured, host)
 	}
 	u, err := p.factory(host, ucfg)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: upstream %s: %w", host, err)
+		return nil, fmt.Errorf("%w: %s: %w", errUpstreamClient, host, err)
 	}
 	p.upstreams[host] = u
 	return u, nil
