@@ -187,6 +187,21 @@ func mapUpstreamError(host string, kind objectKind, err error) *apiError {
 		e := newAPIError(errcode.ErrorCodeUnknown, "upstream "+host+" sent an answer the proxy cannot use", err)
 		e.status = http.StatusBadGateway
 		return e
+	case errors.Is(err, upstream.ErrForbiddenAddress):
+		// The proxy's own address policy refused where the upstream sent
+		// it (a redirect or token realm on an internal address): the
+		// operator's to fix with internal: true, not the client's.
+		e := newAPIError(errcode.ErrorCodeUnknown, "upstream "+host+" sent the proxy to an internal address that the configuration does not allow (see internal: true)", err)
+		e.status = http.StatusBadGateway
+		return e
+	case errors.Is(err, upstream.ErrRangeNotSatisfiable):
+		e := newAPIError(errcode.ErrorCodeUnknown, "upstream "+host+" refused the proxy's range request", err)
+		e.status = http.StatusBadGateway
+		return e
+	case errors.Is(err, upstream.ErrProxy):
+		e := upstreamUnavailable(host, err)
+		e.msg = "the forward proxy refused or failed the request to upstream " + host + " and the content is not cached"
+		return e
 	case errors.Is(err, upstream.ErrUnavailable):
 		return upstreamUnavailable(host, err)
 	}
