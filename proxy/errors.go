@@ -57,6 +57,9 @@ func fromUpstream(host string, kind objectKind, err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	if ae, ok := fillAPIError(host, err); ok {
+		return ae
+	}
 	switch {
 	case errors.Is(err, upstream.ErrNotFound), errors.Is(err, storage.ErrNotFound):
 		switch kind {
