@@ -244,10 +244,10 @@ func (dl *download) comparePrefix(f *fill.Fill, body io.Reader, n int64) (io.Rea
 		}
 		if i := firstDiff(chunk[:got], staged[:got]); i >= 0 {
 			at := pos + int64(i)
+			rest := append([]byte(nil), chunk[i:got]...) // rewind reuses dl.buf
 			if err := dl.rewind(f, at); err != nil {
 				return nil, err
 			}
-			rest := append([]byte(nil), chunk[i:got]...)
 			return io.MultiReader(bytes.NewReader(rest), body), nil
 		}
 		pos += int64(got)
