@@ -29,7 +29,7 @@ func Default() *Config {
 				MinRate:           1024,
 				MinRateWindow:     time.Minute,
 				MaxDuration:       6 * time.Hour,
-				AbandonAfter:      time.Minute,
+				AbandonAfter:      5 * time.Minute,
 			},
 		},
 		Log:      Log{Format: "json", Level: "info"},

@@ -115,8 +115,11 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 			bo.Reset()
 		}
 		failures++
+		ra, _ := upstream.RetryAfter(err)
 		switch {
-		case !retryable(err), failures >= ucfg.Retry.Attempts:
+		case !retryable(err), failures >= ucfg.Retry.Attempts, ra > ucfg.Retry.MaxBackoff:
+			// A Retry-After beyond max_backoff goes to the clients at
+			// once: retrying sooner than asked is pointless.
 			return fmt.Errorf("%w: %w", errFill, err)
 		case attempt >= fc.MaxAttempts:
 			return fmt.Errorf("%w: %d attempts (cache.fill.max_attempts): %w", fill.ErrBudget, attempt, err)
@@ -151,7 +154,7 @@ func retryable(err error) bool {
 
 // newBackOff is the fill's retry timing: exponential with jitter, capped
 // at MaxBackoff.
-func newBackOff(r config.Retry) *backoff.ExponentialBackOff {
+func newBackOff(r config.Retry) backoff.BackOff {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = r.InitialBackoff
 	b.MaxInterval = r.MaxBackoff
