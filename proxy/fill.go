@@ -8,6 +8,9 @@ import (
 	"github.com/stowage/stowage/upstream"
 )
 
+// errFillClosed ends fills when the proxy shuts down (Proxy.Close).
+var errFillClosed = fill.ErrClosed
+
 // joinFill returns a hold on the running fill for q's digest, starting one
 // (downloading from q's host and repository) when none runs. The caller
 // turns the hold into a reader, follows it, or releases it.

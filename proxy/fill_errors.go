@@ -18,6 +18,13 @@ var errFill = errors.New("blob fill")
 // retryLater is the Retry-After of the proxy's own "try again" answers.
 const retryLater = 5 * time.Second
 
+// mapFillError is fillAPIError in the shape of an error mapper (nil: not
+// a fill condition).
+func mapFillError(host string, _ objectKind, err error) *apiError {
+	ae, _ := fillAPIError(host, err)
+	return ae
+}
+
 // fillAPIError maps the fill's own errors (package fill) and an upstream
 // 503 that ended a fill to client errors. ok is false for anything else.
 func fillAPIError(host string, err error) (*apiError, bool) {
