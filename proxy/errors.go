@@ -57,7 +57,7 @@ func fromUpstream(host string, kind objectKind, err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	if ae, ok := fillAPIError(host, err); ok {
+	if ae := mapFillError(host, kind, err); ae != nil {
 		return ae
 	}
 	switch {
