@@ -39,7 +39,7 @@ func fillAPIError(host string, err error) (*apiError, bool) {
 	case errors.Is(err, fill.ErrCancelled):
 		return unavailable("the blob download was cancelled by an operator", retryLater), true
 	case errors.Is(err, fill.ErrClosed):
-		return unavailable("the proxy is shutting down", retryLater), true
+		return unavailable("the proxy is shutting down; retry", time.Second), true
 	case errors.Is(err, fill.ErrSizeChanged):
 		e := newAPIError(errcode.ErrorCodeBlobUnknown, "upstream "+host+" changed the blob's size during the download", err)
 		e.status = http.StatusBadGateway
