@@ -369,8 +369,8 @@ func TestUnwanted(t *testing.T) {
 		}
 		h.Release()
 		time.Sleep(time.Minute)
-		if u, for_ := f.Unwanted(); !u || for_ != time.Minute {
-			t.Fatalf("unwanted %v for %s", u, for_)
+		if u, dur := f.Unwanted(); !u || dur != time.Minute {
+			t.Fatalf("unwanted %v for %s", u, dur)
 		}
 		h2, started, _ := reg.Join(Start{Digest: d, Run: run})
 		if started {
