@@ -169,6 +169,19 @@ func TestFillSteps(t *testing.T) {
 			{"cached", map[string]string{"a": "cached"}},
 			{"end", map[string]string{"a": "cached"}},
 		}},
+		{"a reader joining a cached fill goes to the store too", []step{
+			{"cached", nil},
+			{"join b", map[string]string{"b": "cached"}},
+			{"end", map[string]string{"b": "cached"}},
+		}},
+		{"size change does not publish the new size", []step{
+			{"size 100", nil},
+			{"size 200", nil},
+			{"join a", nil},
+			{"bytes 100", map[string]string{"a": "99"}},
+			{"verify", nil},
+			{"end", map[string]string{"a": "eof 100"}},
+		}},
 		{"a reader that leaves does not stop the fill", []step{
 			{"join a", nil},
 			{"join b", nil},
