@@ -71,7 +71,7 @@ func (p *Proxy) acquireFill(ctx context.Context, d digest.Digest) (release func(
 			select {
 			case <-time.After(leasePoll):
 			case <-ctx.Done():
-				return nil, false, ctx.Err()
+				return nil, false, context.Cause(ctx) // cancelled, closed or past max_duration
 			}
 			if time.Now().After(deadline) {
 				break
