@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy/internal/fill"
@@ -72,9 +73,22 @@ func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo st
 // download is one fill's transfer: staging file, attempts with resume,
 // verification and commit.
 type download struct {
-	h     hash.Hash
-	buf   []byte
-	total int64 // bytes received over every attempt
+	h       hash.Hash
+	buf     []byte
+	total   int64              // bytes received over every attempt
+	budget  int64              // bound of total once the size is known (-1: none yet)
+	counter prometheus.Counter // stowage_upstream_bytes_total of the host
+}
+
+// received counts n bytes from the upstream against the fill's budget
+// (cache.fill.max_download_factor x size + 1 MiB).
+func (dl *download) received(n int) error {
+	dl.total += int64(n)
+	dl.counter.Add(float64(n))
+	if dl.budget >= 0 && dl.total > dl.budget {
+		return fmt.Errorf("%w: downloaded %d bytes, more than cache.fill.max_download_factor allows (%d)", fill.ErrBudget, dl.total, dl.budget)
+	}
+	return nil
 }
 
 // download runs attempts until the blob is complete, resuming with a Range
@@ -99,7 +113,8 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 	}
 	ucfg, _ := p.cfg.Upstream(f.Host())
 	fc := p.cfg.Cache.Fill
-	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize)}
+	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1,
+		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
 	bo := newBackOff(ucfg.Retry)
 	failures := 0
 	for attempt := 1; ; attempt++ {
@@ -212,6 +227,9 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		size = b.Size
 	}
+	if size >= 0 {
+		dl.budget = size*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
+	}
 	var body io.Reader = b.Body
 	if b.Offset != written {
 		if b.Offset != 0 {
@@ -241,7 +259,9 @@ func (dl *download) comparePrefix(f *fill.Fill, body io.Reader, n int64) (io.Rea
 	for pos < n {
 		chunk := dl.buf[:min(int64(len(dl.buf)), n-pos)]
 		got, err := io.ReadFull(body, chunk)
-		dl.total += int64(got)
+		if berr := dl.received(got); berr != nil {
+			return nil, berr
+		}
 		if _, serr := f.ReadAt(staged[:got], pos); serr != nil && !errors.Is(serr, io.EOF) {
 			return nil, fmt.Errorf("read staging file: %w", serr)
 		}
@@ -296,12 +316,7 @@ func (dl *download) rewind(f *fill.Fill, n int64) error {
 // bounds: byte budget, minimum rate, abandonment.
 func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, written int64) (bool, error) {
 	fc := p.cfg.Cache.Fill
-	budget := int64(-1)
-	if size >= 0 {
-		budget = size*int64(fc.MaxDownloadFactor) + downloadSlack
-	}
 	progressed := false
-	counter := p.m.upstreamBytes.WithLabelValues(f.Host())
 	windowStart, windowBytes := time.Now(), int64(0)
 	for {
 		n, rerr := body.Read(dl.buf)
@@ -309,9 +324,8 @@ func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body i
 			if size >= 0 && written+int64(n) > size {
 				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, size)
 			}
-			dl.total += int64(n)
-			if budget >= 0 && dl.total > budget {
-				return true, fmt.Errorf("%w: downloaded %d bytes for a %d-byte blob (cache.fill.max_download_factor)", fill.ErrBudget, dl.total, size)
+			if err := dl.received(n); err != nil {
+				return progressed, err
 			}
 			if err := f.Append(dl.buf[:n]); err != nil {
 				return progressed, fmt.Errorf("write staging file: %w", err)
@@ -320,7 +334,6 @@ func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body i
 			progressed = true
 			written += int64(n)
 			windowBytes += int64(n)
-			counter.Add(float64(n))
 		}
 		if unwanted, since := f.Unwanted(); unwanted && since >= fc.AbandonAfter {
 			return progressed, fmt.Errorf("%w: unwanted for %s", fill.ErrAbandoned, since.Round(time.Second))

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,5 +425,44 @@ func TestOneRetryLayer(t *testing.T) {
 	}
 	if n != attempts {
 		t.Fatalf("upstream blob GETs = %d, want retry.attempts = %d", n, attempts)
+	}
+}
+
+// TestFillByteBudget (issue: "A fill must end"): Range is ignored and each
+// body breaks 1 MiB later than the one before, so every attempt makes
+// progress. cache.fill.max_download_factor bounds the bytes downloaded.
+func TestFillByteBudget(t *testing.T) {
+	t.Parallel()
+	const size = 8 << 20
+	e := newEnv(t, envOptions{configure: func(c *config.Config) { c.Cache.Fill.MaxAttempts = 100 }})
+	d := e.seedBlob("library/budget:v1", size, 45)
+	var gets atomic.Int64
+	e.up.SetFault(testenv.IgnoreRange(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		testenv.CutAfter(gets.Add(1)<<20)(w, r, next)
+	}))
+	resp := e.get(t.Context(), http.MethodGet, "/v2/library/budget/blobs/"+d.String(), nil)
+	_, _, err := readAllHash(resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatal("complete response although the budget ran out first")
+	}
+	waitNoFills(t, e)
+	// The proxy's own count: the upstream's includes what sat in socket
+	// buffers when the proxy stopped reading.
+	var got float64
+	for _, line := range strings.Split(e.metrics(t), "\n") {
+		if v, ok := strings.CutPrefix(line, `stowage_upstream_bytes_total{upstream="docker.io"} `); ok {
+			got, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if limit := float64(3*size + 1<<20 + 256<<10); got == 0 || got > limit {
+		t.Fatalf("the fill downloaded %.0f bytes for a %d-byte blob (limit %.0f)", got, size, limit)
+	}
+	if !strings.Contains(e.metrics(t), `stowage_fills_total{outcome="failed"} 1`) {
+		t.Fatal("fill not counted as failed")
 	}
 }
