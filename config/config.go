@@ -98,6 +98,33 @@ type Cache struct {
 	// MaxManifestSize is the largest manifest accepted from an upstream or
 	// read from storage (a larger stored object is not a manifest).
 	MaxManifestSize int64 `yaml:"max_manifest_size"`
+	// Fill bounds every blob download (a fill), so that each one ends.
+	Fill Fill `yaml:"fill"`
+}
+
+// Fill bounds a blob fill. The upstream's retry.attempts counts attempts
+// without progress; these bound the fill as a whole.
+type Fill struct {
+	// MaxAttempts bounds the upstream requests of one fill, with or
+	// without progress.
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxDownloadFactor bounds the bytes one fill downloads to this
+	// multiple of the blob size (plus 1 MiB): restarts from zero cannot
+	// loop forever.
+	MaxDownloadFactor int `yaml:"max_download_factor"`
+	// MinRate (bytes per second, averaged over MinRateWindow) is the
+	// slowest an attempt may run: a slower one is cut and resumed, which
+	// also moves a crawling fill onto an upstream that recovered. 0
+	// disables the check.
+	MinRate int64 `yaml:"min_rate"`
+	// MinRateWindow is the period MinRate is measured over.
+	MinRateWindow time.Duration `yaml:"min_rate_window"`
+	// MaxDuration is a fill's overall deadline.
+	MaxDuration time.Duration `yaml:"max_duration"`
+	// AbandonAfter: a fill that no client and no prefetch wants any more
+	// stops at its next retry, or after this long unwanted. A client
+	// leaving halfway thus still lets a healthy fill commit.
+	AbandonAfter time.Duration `yaml:"abandon_after"`
 }
 
 // Log configures log/slog output.

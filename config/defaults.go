@@ -25,6 +25,14 @@ func Default() *Config {
 			MemoryEntries:   4096,
 			MemoryBytes:     64 << 20,
 			MaxManifestSize: 4 << 20,
+			Fill: Fill{
+				MaxAttempts:       10,
+				MaxDownloadFactor: 3,
+				MinRate:           1024,
+				MinRateWindow:     time.Minute,
+				MaxDuration:       6 * time.Hour,
+				AbandonAfter:      5 * time.Minute,
+			},
 		},
 		Log:      Log{Format: "json", Level: "info"},
 		Prefetch: Prefetch{Concurrency: 4},
@@ -80,6 +88,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.MaxManifestSize < 1024 {
 		errs = append(errs, errors.New("cache.max_manifest_size must be at least 1024"))
+	}
+	if f := c.Cache.Fill; f.MaxAttempts < 1 || f.MaxDownloadFactor < 1 || f.MinRate < 0 ||
+		f.MinRateWindow <= 0 || f.MaxDuration <= 0 || f.AbandonAfter <= 0 {
+		errs = append(errs, errors.New("cache.fill: max_attempts and max_download_factor must be at least 1, min_rate not negative, the durations positive"))
 	}
 	switch c.Log.Format {
 	case "json", "text":

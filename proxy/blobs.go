@@ -3,14 +3,20 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/stowage/stowage/proxy/internal/fill"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/upstream"
 )
+
+// maxRejoins bounds how often a client starts over with its own repository
+// after a fill for another repository failed with a repository-specific
+// error.
+const maxRejoins = 3
 
 // serveBlob answers GET and HEAD for a blob: from the cache when committed,
 // else by joining (or starting) the one fill for its digest. HEAD never
@@ -38,30 +44,26 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		p.headBlobMiss(w, r, q)
 		return
 	}
-	f, held, err := p.fills.join(q, true)
-	if err != nil {
-		p.writeError(w, r, err)
-		return
+	for range maxRejoins {
+		if !p.serveFill(w, r, q) {
+			return
+		}
 	}
-	p.streamFill(w, r, q, f, held)
+	p.writeError(w, r, fromUpstream(q.host, kindBlob, upstream.ErrNotFound))
 }
 
 // ensureBlobLinked allows a blob that the cache holds for another
 // repository to be served under this one once the upstream confirms the
 // repository has it (a digest is no password). When the upstream cannot be
-// asked, the content-addressed copy is served.
+// asked, the content-addressed copy is served but not linked: the next
+// request asks again.
 func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 	linked, err := p.store.BlobLinked(ctx, q.cacheRepo, q.dgst)
 	if err != nil || linked {
 		return err
 	}
-	reg, err := p.upstream(q.host)
-	if err != nil {
-		return err
-	}
-	uctx, cancel := p.upstreamCtx(ctx, q.host)
-	defer cancel()
-	if _, err := reg.HeadBlob(uctx, q.repo, q.dgst); err != nil && !upstream.Temporary(err) {
+	link, err := p.confirmRepo(ctx, q)
+	if err != nil || !link {
 		return err
 	}
 	return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
@@ -74,8 +76,9 @@ func setBlobHeaders(h http.Header, q *request) {
 	h.Set("Cache-Control", "max-age=31536000")
 }
 
-// headBlobMiss answers HEAD for an uncached blob from a running fill or an
-// upstream HEAD, without downloading anything.
+// headBlobMiss answers HEAD for an uncached blob with an upstream HEAD,
+// without downloading anything. When the upstream is temporarily away, a
+// running fill for the same repository that knows the size answers.
 func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request) {
 	reg, err := p.upstream(q.host)
 	if err != nil {
@@ -85,6 +88,13 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 	ctx, cancel := p.upstreamCtx(r.Context(), q.host)
 	defer cancel()
 	size, err := reg.HeadBlob(ctx, q.repo, q.dgst)
+	if err != nil && upstream.Temporary(err) {
+		if f, ok := p.fills.Get(q.dgst); ok && sameOrigin(f, q) {
+			if n, _ := f.Progress(); n >= 0 {
+				size, err = n, nil
+			}
+		}
+	}
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
@@ -95,84 +105,141 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 	w.WriteHeader(http.StatusOK)
 }
 
+// serveFill joins the fill for q's digest and streams from it. A fill
+// started for another repository is joined only once the upstream confirms
+// q's repository has the blob. It returns true when that fill failed with
+// a repository-specific error: the caller then starts over, with q's own
+// repository.
+func (p *Proxy) serveFill(w http.ResponseWriter, r *http.Request, q *request) (rejoin bool) {
+	h, err := p.joinFill(q)
+	if err != nil {
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return false
+	}
+	link := true
+	if !sameOrigin(h.Fill(), q) {
+		if link, err = p.confirmRepo(r.Context(), q); err != nil {
+			h.Release()
+			if r.Context().Err() == nil {
+				p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+			}
+			return false
+		}
+	}
+	return p.streamFill(w, r, q, h, link)
+}
+
 // streamFill serves a client from a fill as its bytes arrive. Errors before
 // the first byte become OCI errors; an error after it aborts the response
-// so the client sees a cut-short body, never a complete wrong one.
-func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, f *fill, held bool) {
+// so the client sees a cut-short body, never a complete wrong one. link
+// says whether the repository may be linked to the blob afterwards.
+func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h *fill.Hold, link bool) (rejoin bool) {
 	ctx := r.Context()
+	f := h.Fill()
+	held := true
 	defer func() {
 		if held {
-			f.release() // no reader took the reference
+			h.Release() // no reader took the hold
 		}
 	}()
-	size, cached, err := f.waitSize(ctx)
-	if err != nil && held && ctx.Err() == nil {
+	fail := func(err error) bool {
+		if ctx.Err() != nil {
+			return false // the client left
+		}
+		if repoSpecific(err) && !sameOrigin(f, q) {
+			return true
+		}
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return false
+	}
+	size, cached, err := f.WaitSize(ctx)
+	if err != nil && ctx.Err() == nil {
 		// The fill ended in error after verifying every byte (the commit
-		// failed): the held reference keeps those bytes readable.
-		if n, ok := f.verifiedSize(); ok {
-			size, cached, err = n, false, nil
+		// failed): the hold keeps those bytes readable.
+		if _, _, verified, _ := f.Outcome(); verified {
+			_, size = f.Progress()
+			err = nil
 		}
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return // the client left
+		return fail(err)
+	}
+	if cached || size < 0 {
+		// Committed by another process, or the upstream sent no length:
+		// serve the verified blob from the store once the fill is done.
+		if err := f.Wait(ctx); err != nil {
+			return fail(err)
 		}
-		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
-		return
+		p.serveStoreAfterFill(w, r, q, link)
+		return false
 	}
-	if size < 0 {
-		// The upstream sent no length: wait for the verified blob.
-		if err := f.wait(ctx); err != nil {
-			if ctx.Err() == nil {
-				p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
-			}
-			return
-		}
-		cached = true
-	}
-	var rd *fillReader
-	switch {
-	case cached:
-	case held:
-		rd, held = f.heldReader(ctx, size), false // the reader owns the reference now
-	default:
-		rd, _ = f.newReader(ctx, size) // nil once the fill has ended
-	}
-	if rd == nil {
-		if err := f.wait(ctx); err != nil {
-			if ctx.Err() == nil {
-				p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
-			}
-			return
-		}
-		p.serveStoreAfterFill(w, r, q)
-		return
-	}
+	rd := h.Reader(ctx, size, !rangeReachesEnd(r.Header.Get("Range"), size))
+	held = false // the reader owns the hold now
 	defer rd.Close()
 	setBlobHeaders(w.Header(), q)
-	http.ServeContent(w, r, "", time.Time{}, rd)
-	if rd.err != nil && ctx.Err() == nil {
-		p.log.Warn("blob response cut short", "digest", q.dgst, "repo", q.cacheRepo, "err", rd.err)
+	http.ServeContent(headersFirst{w}, r, "", time.Time{}, rd)
+	if rd.Err() != nil && ctx.Err() == nil {
+		p.log.Warn("blob response cut short", "digest", q.dgst, "repo", q.cacheRepo, "err", rd.Err())
 		// Make the truncation visible on every protocol.
 		panic(http.ErrAbortHandler)
 	}
-	if rd.err == nil {
+	if rd.Err() == nil && link {
 		if err := p.store.LinkBlob(context.WithoutCancel(ctx), q.cacheRepo, q.dgst); err != nil {
 			p.log.Warn("link blob", "repo", q.cacheRepo, "digest", q.dgst, "err", err)
 		}
 	}
+	return false
 }
 
-func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request) {
+// rangeReachesEnd reports whether a Range header asks for nothing or for
+// one range that includes the blob's last byte. Such a response completes
+// only with the last byte, which a fill releases after verification; any
+// other range must be answered from verified bytes only.
+func rangeReachesEnd(h string, size int64) bool {
+	if h == "" {
+		return true
+	}
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return false
+	}
+	start, end, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return false
+	}
+	if start == "" || end == "" {
+		return true // a suffix ("-N") or open-ended ("N-") range
+	}
+	e, err := strconv.ParseInt(end, 10, 64)
+	return err == nil && e >= size-1
+}
+
+// headersFirst sends the status line and headers as soon as they are
+// written: net/http otherwise holds them until 512 body bytes (or the end)
+// arrive, which on a slow fill leaves clients with nothing for minutes. It
+// hides io.ReaderFrom on purpose (a fill reader is no file for sendfile).
+type headersFirst struct{ http.ResponseWriter }
+
+func (w headersFirst) WriteHeader(code int) {
+	w.ResponseWriter.WriteHeader(code)
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap exposes the wrapped writer to http.ResponseController.
+func (w headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link bool) {
 	rs, info, err := p.store.OpenBlob(r.Context(), q.dgst)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
 	defer rs.Close()
-	if err := p.store.LinkBlob(r.Context(), q.cacheRepo, q.dgst); err != nil {
-		p.writeError(w, r, err)
-		return
+	if link {
+		if err := p.store.LinkBlob(r.Context(), q.cacheRepo, q.dgst); err != nil {
+			p.writeError(w, r, err)
+			return
+		}
 	}
 	setBlobHeaders(w.Header(), q)
 	http.ServeContent(w, r, "", info.ModTime, rs)
@@ -180,24 +247,39 @@ func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *r
 
 // fetchBlob makes sure a blob is in the cache, sharing the one fill with
 // any client pulling it at the same time. It is the path prefetch uses.
-// It reports whether the bytes came from the upstream.
+// It reports whether the bytes came from the upstream. A fill for another
+// repository is joined only once the upstream confirms q's.
 func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64)) (fromUpstream bool, err error) {
-	if _, err := p.store.StatBlob(ctx, q.dgst); err == nil {
-		return false, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return false, err
+	for range maxRejoins {
+		if _, err := p.store.StatBlob(ctx, q.dgst); err == nil {
+			return false, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return false, err
+		}
+		h, err := p.joinFill(q)
+		if err != nil {
+			return false, err
+		}
+		f := h.Fill()
+		link := true
+		if !sameOrigin(f, q) {
+			if link, err = p.confirmRepo(ctx, q); err != nil {
+				h.Release()
+				return false, err
+			}
+		}
+		err = h.Follow(ctx, progress)
+		if err != nil && repoSpecific(err) && !sameOrigin(f, q) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		_, cached, _, _ := f.Outcome()
+		if !link {
+			return !cached, nil
+		}
+		return !cached, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
 	}
-	f, _, err := p.fills.join(q, false)
-	if err != nil {
-		return false, err
-	}
-	if err := f.follow(ctx, progress); err != nil {
-		return false, err
-	}
-	f.mu.Lock()
-	cached := f.cached
-	f.mu.Unlock()
-	return !cached, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+	return false, upstream.ErrNotFound
 }
-
-var _ io.ReadSeeker = (*fillReader)(nil)

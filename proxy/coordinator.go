@@ -7,7 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/stowage/stowage/upstream"
+	"github.com/stowage/stowage/proxy/internal/fill"
 )
 
 // Coordinator arbitrates blob fills between processes that share one
@@ -71,12 +71,12 @@ func (p *Proxy) acquireFill(ctx context.Context, d digest.Digest) (release func(
 			select {
 			case <-time.After(leasePoll):
 			case <-ctx.Done():
-				return nil, false, ctx.Err()
+				return nil, false, context.Cause(ctx) // cancelled, closed or past max_duration
 			}
 			if time.Now().After(deadline) {
 				break
 			}
 		}
 	}
-	return nil, false, fmt.Errorf("%w: waited %s for another replica's fill of %s", upstream.ErrUnavailable, maxLeaseWait, d)
+	return nil, false, fmt.Errorf("%w: waited %s for %s", fill.ErrLeaseTimeout, maxLeaseWait, d)
 }

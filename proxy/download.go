@@ -1,15 +1,19 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"math/rand/v2"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy/internal/fill"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/upstream"
 )
@@ -17,130 +21,338 @@ import (
 // chunkSize is the copy buffer of one fill.
 const chunkSize = 256 << 10
 
-// runFill downloads f's blob into its staging file while hashing, resumes
-// with a Range request after temporary failures, and commits the blob once
-// its size and digest check out.
-func (p *Proxy) runFill(ctx context.Context, f *fill) error {
-	if done, err := p.alreadyCommitted(ctx, f); done || err != nil {
-		return err
-	}
-	release, waited, err := p.acquireFill(ctx, f.dgst)
-	if err != nil {
-		return err
-	}
-	if waited {
-		_, err := p.alreadyCommitted(ctx, f)
-		return err
-	}
-	defer release()
-	reg, err := p.upstream(f.host)
-	if err != nil {
-		return err
-	}
-	ucfg, _ := p.cfg.Upstream(f.host)
-	h := f.dgst.Algorithm().Hash()
-	buf := make([]byte, chunkSize)
-	failures := 0
-	for {
-		progressed, err := p.fillAttempt(ctx, reg, f, &h, buf)
-		if err == nil {
-			break
-		}
-		if progressed {
-			failures = 0
-		}
-		failures++
-		if !upstream.Temporary(err) || errors.Is(err, upstream.ErrCertificate) ||
-			failures >= ucfg.Retry.Attempts || ctx.Err() != nil {
+// downloadSlack is added to a fill's byte budget (max_download_factor x
+// size).
+const downloadSlack = 1 << 20
+
+// runFill makes f's blob committed: it finds it already committed (by
+// another process), waits for another replica's fill, or downloads it. The
+// fill is bounded by cache.fill.max_duration.
+func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) error {
+	fc := p.cfg.Cache.Fill
+	ctx, cancel := context.WithTimeoutCause(ctx, fc.MaxDuration,
+		fmt.Errorf("%w: running longer than cache.fill.max_duration (%s)", fill.ErrBudget, fc.MaxDuration))
+	defer cancel()
+	// A blob another replica committed can vanish again before we look;
+	// then this process downloads it. Bounded: three rounds.
+	for range 3 {
+		if cached, err := p.alreadyCommitted(ctx, f, cacheRepo); cached || err != nil {
 			return err
 		}
-		wait := backoff(ucfg.Retry, failures, err)
-		p.log.Info("blob fill interrupted; resuming", "digest", f.dgst, "upstream", f.host,
-			"offset", f.written, "attempt", failures, "wait", wait, "err", err)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return errors.Join(errFillClosed, ctx.Err())
+		release, waited, err := p.acquireFill(ctx, f.Digest())
+		if err != nil {
+			return err
 		}
+		if waited {
+			continue
+		}
+		defer release()
+		return p.download(ctx, f, cacheRepo)
 	}
-	return p.commitFill(ctx, f, h)
+	return fmt.Errorf("%w: %s was committed by another replica but is not in the store", storage.ErrNotFound, f.Digest())
 }
 
-// alreadyCommitted handles a blob committed by someone else (another
-// process on the same storage) between the client's look-up and this fill:
-// readers are sent to the store.
-func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill) (bool, error) {
-	info, err := p.store.StatBlob(ctx, f.dgst)
+// alreadyCommitted handles a blob committed by someone else between the
+// client's look-up and this fill: readers are sent to the store. No size is
+// published, so no reader opens the empty staging file.
+func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo string) (bool, error) {
+	_, err := p.store.StatBlob(ctx, f.Digest())
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	f.mu.Lock()
-	f.size, f.cached = info.Size, true
-	f.mu.Unlock()
-	return true, p.store.LinkBlob(ctx, f.cacheRepo, f.dgst)
+	f.MarkCached()
+	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
+		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
+	}
+	return true, nil
 }
 
-// fillAttempt runs one upstream request: from f.written onwards, or from
-// zero when the server ignores Range. It returns whether any byte arrived.
-func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill, h *hash.Hash, buf []byte) (bool, error) {
-	b, err := reg.GetBlob(ctx, f.repo, f.dgst, f.written)
+// download is one fill's transfer: staging file, attempts with resume,
+// verification and commit.
+type download struct {
+	h       hash.Hash
+	buf     []byte
+	total   int64              // bytes received over every attempt
+	budget  int64              // bound of total once the size is known (-1: none yet)
+	counter prometheus.Counter // stowage_upstream_bytes_total of the host
+}
+
+// received counts n bytes from the upstream against the fill's budget
+// (cache.fill.max_download_factor x size + 1 MiB).
+func (dl *download) received(n int) error {
+	dl.total += int64(n)
+	dl.counter.Add(float64(n))
+	if dl.budget >= 0 && dl.total > dl.budget {
+		return fmt.Errorf("%w: downloaded %d bytes, more than cache.fill.max_download_factor allows (%d)", fill.ErrBudget, dl.total, dl.budget)
+	}
+	return nil
+}
+
+// download runs attempts until the blob is complete, resuming with a Range
+// request after temporary failures, within the fill's bounds, and commits.
+func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (err error) {
+	st, err := p.store.NewStaging(f.Digest())
+	if err != nil {
+		return err
+	}
+	f.Attach(st.File)
+	committed := false
+	defer func() {
+		if !committed {
+			if dErr := st.Discard(); dErr != nil {
+				p.log.Error("remove staging file", "digest", f.Digest(), "err", dErr)
+			}
+		}
+	}()
+	reg, err := p.upstream(f.Host())
+	if err != nil {
+		return err
+	}
+	ucfg, _ := p.cfg.Upstream(f.Host())
+	fc := p.cfg.Cache.Fill
+	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1,
+		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
+	bo := newBackOff(ucfg.Retry)
+	failures := 0
+	for attempt := 1; ; attempt++ {
+		progressed, err := p.fillAttempt(ctx, reg, f, dl)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+		}
+		if progressed {
+			failures = 0
+			bo.Reset()
+		}
+		failures++
+		ra, _ := upstream.RetryAfter(err)
+		switch {
+		case !retryable(err), failures >= ucfg.Retry.Attempts, ra > ucfg.Retry.MaxBackoff:
+			// A Retry-After beyond max_backoff goes to the clients at
+			// once: retrying sooner than asked is pointless.
+			return fmt.Errorf("%w: %w", errFill, err)
+		case attempt >= fc.MaxAttempts:
+			return fmt.Errorf("%w: %d attempts (cache.fill.max_attempts): %w", fill.ErrBudget, attempt, err)
+		}
+		if unwanted, _ := f.Unwanted(); unwanted {
+			return fmt.Errorf("%w: %w", fill.ErrAbandoned, err)
+		}
+		wait := retryWait(bo, ucfg.Retry, err)
+		_, written := f.Progress()
+		p.log.Info("blob fill interrupted; resuming", "digest", f.Digest(), "upstream", f.Host(),
+			"offset", written, "attempt", attempt, "wait", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+		}
+	}
+	if err := p.commitFill(ctx, f, dl, st, cacheRepo); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// retryable reports whether an attempt's error is worth another attempt.
+func retryable(err error) bool {
+	if errors.Is(err, fill.ErrTooSlow) {
+		return true
+	}
+	return upstream.Temporary(err) && !errors.Is(err, upstream.ErrCertificate)
+}
+
+// newBackOff is the fill's retry timing: exponential with jitter, capped
+// at MaxBackoff.
+func newBackOff(r config.Retry) backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = r.InitialBackoff
+	b.MaxInterval = r.MaxBackoff
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.5
+	b.Reset()
+	return b
+}
+
+// retryWait is the wait before the next attempt: the backoff, or the
+// upstream's Retry-After when longer, never more than MaxBackoff.
+func retryWait(b backoff.BackOff, r config.Retry, err error) time.Duration {
+	d := b.NextBackOff()
+	if ra, ok := upstream.RetryAfter(err); ok {
+		d = max(d, ra)
+	}
+	return min(d, r.MaxBackoff)
+}
+
+// restart throws the staged bytes away for a download from zero.
+func (dl *download) restart(f *fill.Fill) error {
+	dl.h.Reset()
+	return f.Restart()
+}
+
+// matches reports whether the bytes hashed so far are the blob.
+func (dl *download) matches(f *fill.Fill) bool {
+	return fmt.Sprintf("%s:%x", f.Digest().Algorithm(), dl.h.Sum(nil)) == f.Digest().String()
+}
+
+// fillAttempt runs one upstream request: from the staged length onwards,
+// or from zero when the server ignores Range. It returns whether any byte
+// arrived.
+func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.Fill, dl *download) (bool, error) {
+	size, written := f.Progress()
+	if written > 0 && (size < 0 || written == size) && dl.matches(f) {
+		// Every byte is here, only the end of the body was lost: a Range
+		// from the end would be answered 416.
+		return false, nil
+	}
+	if size >= 0 && written == size {
+		if err := dl.restart(f); err != nil { // complete but wrong
+			return false, err
+		}
+		written = 0
+	}
+	b, err := reg.GetBlob(ctx, f.Repo(), f.Digest(), written)
 	if err != nil {
 		return false, err
 	}
 	defer b.Body.Close()
-	if b.Offset != f.written {
-		if b.Offset != 0 {
-			return false, fmt.Errorf("%w: upstream resumed at %d, want %d", upstream.ErrInvalid, b.Offset, f.written)
+	if b.Size >= 0 {
+		if err := f.SetSize(b.Size); err != nil {
+			return false, fmt.Errorf("%w: from %d to %d", err, size, b.Size)
 		}
-		// The server ignored Range: start over.
-		if err := p.restartFill(f); err != nil {
+		size = b.Size
+	}
+	if size >= 0 {
+		dl.budget = size*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
+	}
+	var body io.Reader = b.Body
+	if b.Offset != written {
+		if b.Offset != 0 {
+			return false, fmt.Errorf("%w: upstream resumed at %d, want %d", upstream.ErrInvalid, b.Offset, written)
+		}
+		// The server ignored Range: the body starts over. Its prefix must
+		// be the bytes already staged (and served); where it differs, the
+		// staged bytes are cut there and a new generation begins.
+		body, err = dl.comparePrefix(f, b.Body, written)
+		if err != nil {
 			return false, err
 		}
-		*h = f.dgst.Algorithm().Hash()
+		_, written = f.Progress()
 	}
-	if b.Size >= 0 {
-		f.mu.Lock()
-		if f.size >= 0 && f.size != b.Size {
-			f.mu.Unlock()
-			return false, fmt.Errorf("%w: blob size changed from %d to %d", upstream.ErrDigestMismatch, f.size, b.Size)
+	return p.copyBody(ctx, f, dl, body, size, written)
+}
+
+// comparePrefix reads the first n bytes of a body that restarted from zero
+// and compares them with the staged bytes. When all match, the staged bytes
+// (and the hash) stand and the rest of the body follows. At the first
+// difference the fill is rewound to it (readers that had bytes fail), the
+// hash recomputed over the common prefix, and the body continues from
+// there: the returned reader yields the body from the fill's new length.
+func (dl *download) comparePrefix(f *fill.Fill, body io.Reader, n int64) (io.Reader, error) {
+	staged := make([]byte, len(dl.buf))
+	var pos int64
+	for pos < n {
+		chunk := dl.buf[:min(int64(len(dl.buf)), n-pos)]
+		got, err := io.ReadFull(body, chunk)
+		if berr := dl.received(got); berr != nil {
+			return nil, berr
 		}
-		if f.size < 0 {
-			f.size = b.Size
-			f.broadcastLocked()
+		if _, serr := f.ReadAt(staged[:got], pos); serr != nil && !errors.Is(serr, io.EOF) {
+			return nil, fmt.Errorf("read staging file: %w", serr)
 		}
-		f.mu.Unlock()
-	}
-	progressed := false
-	counter := p.m.upstreamBytes.WithLabelValues(f.host)
-	for {
-		n, rerr := b.Body.Read(buf)
-		if n > 0 {
-			if f.size >= 0 && f.written+int64(n) > f.size {
-				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, f.size)
+		if i := firstDiff(chunk[:got], staged[:got]); i >= 0 {
+			at := pos + int64(i)
+			rest := append([]byte(nil), chunk[i:got]...) // rewind reuses dl.buf
+			if err := dl.rewind(f, at); err != nil {
+				return nil, err
 			}
-			if _, err := f.st.File.Write(buf[:n]); err != nil {
+			return io.MultiReader(bytes.NewReader(rest), body), nil
+		}
+		pos += int64(got)
+		if err != nil {
+			// The body ended or broke within the prefix: nothing new.
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%w: restarted body ended at %d of the %d staged bytes", upstream.ErrUnavailable, pos, n)
+			}
+			return nil, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
+		}
+	}
+	return body, nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// rewind cuts the staged bytes at n (a new generation) and rehashes them.
+func (dl *download) rewind(f *fill.Fill, n int64) error {
+	if err := f.Rewind(n); err != nil {
+		return err
+	}
+	dl.h.Reset()
+	var off int64
+	for off < n {
+		got, err := f.ReadAt(dl.buf[:min(int64(len(dl.buf)), n-off)], off)
+		dl.h.Write(dl.buf[:got])
+		off += int64(got)
+		if err != nil && off < n {
+			return fmt.Errorf("read staging file: %w", err)
+		}
+	}
+	return nil
+}
+
+// copyBody appends one response body to the fill, within the fill's
+// bounds: byte budget, minimum rate, abandonment.
+func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, written int64) (bool, error) {
+	fc := p.cfg.Cache.Fill
+	progressed := false
+	windowStart, windowBytes := time.Now(), int64(0)
+	for {
+		n, rerr := body.Read(dl.buf)
+		if n > 0 {
+			if size >= 0 && written+int64(n) > size {
+				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, size)
+			}
+			if err := dl.received(n); err != nil {
+				return progressed, err
+			}
+			if err := f.Append(dl.buf[:n]); err != nil {
 				return progressed, fmt.Errorf("write staging file: %w", err)
 			}
-			(*h).Write(buf[:n])
+			dl.h.Write(dl.buf[:n])
 			progressed = true
-			counter.Add(float64(n))
-			f.mu.Lock()
-			f.written += int64(n)
-			f.broadcastLocked()
-			f.mu.Unlock()
+			written += int64(n)
+			windowBytes += int64(n)
+		}
+		if unwanted, since := f.Unwanted(); unwanted && since >= fc.AbandonAfter {
+			return progressed, fmt.Errorf("%w: unwanted for %s", fill.ErrAbandoned, since.Round(time.Second))
+		}
+		if el := time.Since(windowStart); fc.MinRate > 0 && el >= fc.MinRateWindow {
+			if windowBytes < int64(el.Seconds()*float64(fc.MinRate)) {
+				return progressed, fmt.Errorf("%w: %d bytes in %s (cache.fill.min_rate %d/s)", fill.ErrTooSlow, windowBytes, el.Round(time.Second), fc.MinRate)
+			}
+			windowStart, windowBytes = time.Now(), 0
 		}
 		if errors.Is(rerr, io.EOF) {
-			if f.size >= 0 && f.written < f.size {
-				return progressed, fmt.Errorf("%w: body ended at %d of %d bytes", upstream.ErrUnavailable, f.written, f.size)
+			if size >= 0 && written < size {
+				return progressed, fmt.Errorf("%w: body ended at %d of %d bytes", upstream.ErrUnavailable, written, size)
 			}
 			return progressed, nil
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
-				return progressed, errors.Join(errFillClosed, rerr)
+				return progressed, rerr
 			}
 			if !errors.Is(rerr, upstream.ErrUnavailable) {
 				rerr = fmt.Errorf("%w: %w", upstream.ErrUnavailable, rerr)
@@ -150,61 +362,27 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill,
 	}
 }
 
-func (p *Proxy) restartFill(f *fill) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.st.File.Truncate(0); err != nil {
-		return err
-	}
-	if _, err := f.st.File.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	f.written = 0
-	f.broadcastLocked()
-	return nil
-}
-
 // commitFill checks size and digest, syncs, and commits atomically.
-func (p *Proxy) commitFill(ctx context.Context, f *fill, h hash.Hash) error {
-	f.mu.Lock()
-	size, written := f.size, f.written
-	if size < 0 {
-		f.size = written
-	}
-	f.mu.Unlock()
+func (p *Proxy) commitFill(ctx context.Context, f *fill.Fill, dl *download, st *storage.Staging, cacheRepo string) error {
+	size, written := f.Progress()
 	if size >= 0 && written != size {
 		return fmt.Errorf("%w: got %d bytes, want %d", upstream.ErrDigestMismatch, written, size)
 	}
-	if got := fmt.Sprintf("%s:%x", f.dgst.Algorithm(), h.Sum(nil)); got != f.dgst.String() {
-		return fmt.Errorf("%w: upstream bytes hash to %s, want %s", upstream.ErrDigestMismatch, got, f.dgst)
+	if !dl.matches(f) {
+		return fmt.Errorf("%w: upstream bytes hash to %s:%x, want %s", upstream.ErrDigestMismatch, f.Digest().Algorithm(), dl.h.Sum(nil), f.Digest())
 	}
 	// Verified: whatever happens to the commit, the readers may have every
-	// byte once the fill is done (the last byte is released then).
-	f.mu.Lock()
-	f.verified = true
-	f.mu.Unlock()
-	if err := f.st.File.Sync(); err != nil {
+	// byte once the fill is done.
+	f.MarkVerified()
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync staging file: %w", err)
 	}
-	if err := p.store.CommitBlob(ctx, f.dgst, f.st); err != nil {
+	if err := p.store.CommitBlob(ctx, f.Digest(), st); err != nil {
 		return err
 	}
-	if err := p.store.LinkBlob(ctx, f.cacheRepo, f.dgst); err != nil {
-		p.log.Warn("link blob", "repo", f.cacheRepo, "digest", f.dgst, "err", err)
+	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
+		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
 	}
-	p.log.Info("blob committed", "digest", f.dgst, "upstream", f.host, "repo", f.repo, "bytes", written)
+	p.log.Info("blob committed", "digest", f.Digest(), "upstream", f.Host(), "repo", f.Repo(), "bytes", written)
 	return nil
-}
-
-// backoff is the wait before retry number n (1-based): exponential with
-// full jitter, capped, or the upstream's Retry-After when it asked for one.
-func backoff(r config.Retry, n int, err error) time.Duration {
-	if ra, ok := upstream.RetryAfter(err); ok {
-		return min(ra, r.MaxBackoff)
-	}
-	d := r.InitialBackoff << min(n-1, 16)
-	if d <= 0 || d > r.MaxBackoff {
-		d = r.MaxBackoff
-	}
-	return d/2 + rand.N(d/2+1)
 }

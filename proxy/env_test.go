@@ -47,6 +47,8 @@ type envOptions struct {
 	shared *testenv.Registry
 	// coord is a cluster fill coordinator.
 	coord proxy.Coordinator
+	// store replaces the filesystem store under root (a wrapped driver).
+	store *storage.Store
 }
 
 // fakeClock is an injectable clock for TTL tests.
@@ -102,6 +104,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	store, err := storage.NewFilesystem(e.root)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.store != nil {
+		store = o.store
 	}
 	e.store = store
 	factory := func(host string, u config.Upstream) (upstream.Registry, error) {

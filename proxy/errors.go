@@ -115,7 +115,7 @@ type errorMapper func(host string, kind objectKind, err error) *apiError
 // The proxy's own conditions come first, so that they are never reported as
 // the upstream's; a storage failure is checked before a bare deadline, which
 // is the upstream's (the upstream context's timeout).
-var errorMappers = []errorMapper{mapProxyError, mapUpstreamError, mapStorageError, mapUpstreamDeadline}
+var errorMappers = []errorMapper{mapFillError, mapProxyError, mapUpstreamError, mapStorageError, mapUpstreamDeadline}
 
 // fromUpstream maps a failure (the proxy's own, the upstream's or the
 // storage's) to the client-facing OCI error. It is the only place where that

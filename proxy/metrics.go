@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stowage_fills_total",
-			Help: "Finished blob fills by outcome (committed, failed).",
+			Help: "Finished blob fills by outcome (committed, cached: already committed by another process, failed, abandoned, cancelled).",
 		}, []string{"outcome"}),
 		staleServes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stowage_stale_serves_total",

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy/internal/fill"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/upstream"
 )
@@ -59,7 +60,7 @@ type Proxy struct {
 	now     func() time.Time
 	router  *mux.Router
 	mem     *memCache
-	fills   *fillRegistry
+	fills   *fill.Registry
 	down    downHosts
 	coord   Coordinator
 
@@ -107,7 +108,7 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		upstreams: map[string]upstream.Registry{},
 		tagPages:  newTagPageCache(),
 	}
-	p.fills = newFillRegistry(p)
+	p.fills = fill.NewRegistry()
 	p.metricsHandler = promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{})
 	p.router = p.newRouter()
 	return p, nil
@@ -121,7 +122,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close stops running fills (their staging files are removed), waits for
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
-	p.fills.close()
+	p.fills.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error

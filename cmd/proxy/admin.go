@@ -88,6 +88,7 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 	api := http.NotFoundHandler()
 	if token != "" {
 		api, err = prefetch.NewAdminHandler(jobs, prefetch.AdminOptions{Token: token, Platforms: cfg.Prefetch.Platforms,
+			Fills: p.FillsHandler(),
 			Check: func(l []prefetch.NamedList) error { return prefetch.CheckRegistries(cfg, l) }})
 		if err != nil {
 			return nil, nil, err

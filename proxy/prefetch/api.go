@@ -32,6 +32,9 @@ type AdminOptions struct {
 	Check func([]NamedList) error
 	// Platforms are used when a request names none (prefetch.platforms).
 	Platforms []string
+	// Fills, if set, serves /api/v1/fills (proxy.FillsHandler) behind the
+	// same authentication.
+	Fills http.Handler
 }
 
 // JobRequest is the JSON form of POST /api/v1/prefetch.
@@ -52,6 +55,8 @@ type JobRequest struct {
 //	                             bodies. 202 with the job.
 //	GET  /api/v1/prefetch/{id}   the job: state, progress, report.
 //	GET  /api/v1/prefetch        every remembered job, newest first.
+//	GET  /api/v1/fills           running blob fills (with AdminOptions.Fills)
+//	DELETE /api/v1/fills/{digest} cancel a running fill
 //
 // Every request needs "Authorization: Bearer <token>" (compared in
 // constant time); anything else is 401 with a WWW-Authenticate challenge.
@@ -67,6 +72,10 @@ func NewAdminHandler(jobs *Jobs, o AdminOptions) (http.Handler, error) {
 	mux.HandleFunc("POST /api/v1/prefetch", a.submit)
 	mux.HandleFunc("GET /api/v1/prefetch", a.list)
 	mux.HandleFunc("GET /api/v1/prefetch/{id}", a.get)
+	if o.Fills != nil {
+		mux.Handle("/api/v1/fills", o.Fills)
+		mux.Handle("/api/v1/fills/", o.Fills)
+	}
 	return a.auth(mux), nil
 }
 
