@@ -175,7 +175,7 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 	}
 	rd := h.Reader(ctx, size, !rangeReachesEnd(r.Header.Get("Range"), size))
 	held = false // the reader owns the hold now
-	defer rd.Close()
+	defer func() { _ = rd.Close() }()
 	setBlobHeaders(w.Header(), q)
 	http.ServeContent(headersFirst{w}, r, "", time.Time{}, rd)
 	if rd.Err() != nil && ctx.Err() == nil {

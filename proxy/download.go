@@ -46,8 +46,9 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 		if waited {
 			continue
 		}
-		defer release()
-		return p.download(ctx, f, cacheRepo)
+		err = p.download(ctx, f, cacheRepo)
+		release()
+		return err
 	}
 	return fmt.Errorf("%w: %s was committed by another replica but is not in the store", storage.ErrNotFound, f.Digest())
 }
@@ -115,7 +116,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 	fc := p.cfg.Cache.Fill
 	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
-	bo := newBackOff(ucfg.Retry)
+	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
 	for attempt := 1; ; attempt++ {
 		progressed, err := p.fillAttempt(ctx, reg, f, dl)
@@ -123,7 +124,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 			break
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err) //nolint:errorlint // the cause decides the outcome; the last error is detail for the log
 		}
 		if progressed {
 			failures = 0
@@ -149,7 +150,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err) //nolint:errorlint // the cause decides the outcome; the last error is detail for the log
 		}
 	}
 	if err := p.commitFill(ctx, f, dl, st, cacheRepo); err != nil {
@@ -164,19 +165,7 @@ func retryable(err error) bool {
 	if errors.Is(err, fill.ErrTooSlow) {
 		return true
 	}
-	return upstream.Temporary(err) && !errors.Is(err, upstream.ErrCertificate)
-}
-
-// newBackOff is the fill's retry timing: exponential with jitter, capped
-// at MaxBackoff.
-func newBackOff(r config.Retry) backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = r.InitialBackoff
-	b.MaxInterval = r.MaxBackoff
-	b.Multiplier = 2
-	b.RandomizationFactor = 0.5
-	b.Reset()
-	return b
+	return upstream.Retryable(err)
 }
 
 // retryWait is the wait before the next attempt: the backoff, or the

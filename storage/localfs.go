@@ -34,7 +34,7 @@ type localDriver struct {
 
 func (l *localDriver) PutContent(ctx context.Context, p string, content []byte) error {
 	tmp := l.tmpDir + "/" + randomHex(8) + ".tmp"
-	w, err := l.StorageDriver.Writer(ctx, tmp, false)
+	w, err := l.Writer(ctx, tmp, false)
 	if err != nil {
 		return errors.Join(err, l.remove(ctx, tmp))
 	}
@@ -56,7 +56,7 @@ func (l *localDriver) PutContent(ctx context.Context, p string, content []byte) 
 
 // remove deletes a temporary file; one already gone is not an error.
 func (l *localDriver) remove(ctx context.Context, p string) error {
-	err := l.StorageDriver.Delete(ctx, p)
+	err := l.Delete(ctx, p)
 	var nf driver.PathNotFoundError
 	if err == nil || errors.As(err, &nf) {
 		return nil

@@ -315,7 +315,7 @@ func (f *FaultFile) Write(p []byte) (int, error) {
 		time.Sleep(f.Delay)
 	}
 	if f.Vanish {
-		if err := os.Remove(f.File.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, err
 		}
 	}

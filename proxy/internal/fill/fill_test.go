@@ -102,8 +102,6 @@ func (c *client) state() string {
 	}
 }
 
-const blobSize = 100
-
 // TestFillSteps runs sequences of events against one fill and checks what
 // every reader sees after each step. Readers: "join NAME [verified] [at N]";
 // download: "size N", "bytes N", "restart", "verify", "end", "end fail",
