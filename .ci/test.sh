@@ -27,7 +27,7 @@ if [[ ! -x $lint ]]; then
   GOBIN=$(mktemp -d) && GOBIN=$GOBIN go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2 &&
     mv "$GOBIN/golangci-lint" "$lint"
 fi
-if "$lint" run --max-same-issues 0 --max-issues-per-linter 0 ./...; then stage_ok lint; else stage_fail lint; fi
+if "$lint" run --allow-parallel-runners --max-same-issues 0 --max-issues-per-linter 0 ./...; then stage_ok lint; else stage_fail lint; fi
 
 echo "== go test -race ./..."
 json=$(mktemp)
