@@ -62,8 +62,8 @@ func ParseKubernetes(name string, r io.Reader) (*List, error) {
 type kubeParser struct {
 	l      *List
 	file   string
-	offset int // lines before the current document
-	budget int // nodes left to visit
+	offset int              // lines before the current document
+	budget int              // nodes left to visit
 	parsed map[string]error // images already parsed, and their error
 }
 
