@@ -22,6 +22,10 @@ const maxKubeNodes = 1 << 18
 // maxListDepth bounds Lists nested in Lists.
 const maxListDepth = 4
 
+// maxKubeDocuments bounds the non-empty documents of one input: each costs
+// a YAML parser, and a chart renders tens of them, not many thousands.
+const maxKubeDocuments = 10000
+
 // ParseKubernetes parses Kubernetes objects in YAML or JSON: a single
 // object, a multi-document stream ("---" separated, as "helm template"
 // writes it) or a List (kind: List, or a typed list such as
@@ -49,7 +53,15 @@ func ParseKubernetes(name string, r io.Reader) (*List, error) {
 		return l, l.Err()
 	}
 	p := &kubeParser{l: l, file: name, budget: maxKubeNodes, parsed: map[string]error{}}
+	docs := 0
 	for _, d := range splitDocuments(data) {
+		if blankDocument(d.text) {
+			continue
+		}
+		if docs++; docs > maxKubeDocuments {
+			l.problem(Source{File: name, Line: d.line}, fmt.Errorf("%w: more than %d documents", ErrInputTooLarge, maxKubeDocuments))
+			break
+		}
 		p.document(d)
 	}
 	if len(l.Refs) == 0 {
@@ -313,8 +325,12 @@ func podSpecPath(kind, apiVersion string) ([]string, bool) {
 // apiVersion key. An image list never has such keys: skopeo-sync's
 // top-level keys are registry hosts, and a text list is not a mapping.
 func looksKubernetes(data []byte) bool {
-	for i, d := range splitDocuments(data) {
-		if i >= 100 {
+	tried := 0
+	for _, d := range splitDocuments(data) {
+		if blankDocument(d.text) {
+			continue
+		}
+		if tried++; tried > 100 {
 			return false
 		}
 		var doc yaml.Node
@@ -371,4 +387,27 @@ func splitDocuments(data []byte) []document {
 func isDocumentStart(line []byte) bool {
 	rest, ok := bytes.CutPrefix(line, []byte("---"))
 	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r')
+}
+
+// blankDocument reports whether a document holds nothing but its markers,
+// comments and blank lines, so that it need not be decoded.
+func blankDocument(text []byte) bool {
+	for len(text) > 0 {
+		line := text
+		if i := bytes.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = nil
+		}
+		line = bytes.TrimSpace(line)
+		for _, marker := range [][]byte{[]byte("---"), []byte("...")} {
+			if rest, ok := bytes.CutPrefix(line, marker); ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t') {
+				line = bytes.TrimSpace(rest)
+			}
+		}
+		if len(line) > 0 && line[0] != '#' {
+			return false
+		}
+	}
+	return true
 }

@@ -216,6 +216,13 @@ func TestParseKubernetesLimits(t *testing.T) {
 	if len(l.Refs) != 1 || !errors.Is(err, ErrInputTooLarge) {
 		t.Fatalf("wide: refs %v, err %v", l.Refs, err)
 	}
+	// Documents are bounded (blank ones cost nothing and do not count).
+	many := strings.Repeat("---\n# nothing\n", 50000) + strings.Repeat("---\nkind: Pod\nspec: {containers: [{image: a}]}\n", maxKubeDocuments+5)
+	l, err = ParseKubernetes("many.yaml", strings.NewReader(many))
+	if len(l.Refs) != 1 || l.Kubernetes.Documents != maxKubeDocuments || !errors.Is(err, ErrInputTooLarge) ||
+		l.Problems[0].Source.Line != 100001+3*maxKubeDocuments {
+		t.Fatalf("many documents: %d refs, %d documents, %v", len(l.Refs), l.Kubernetes.Documents, err)
+	}
 	big := strings.Repeat("# comment\n", MaxInputSize/10+1)
 	if _, err := ParseKubernetes("big", strings.NewReader(big)); !errors.Is(err, ErrInputTooLarge) {
 		t.Fatalf("big input: %v", err)
