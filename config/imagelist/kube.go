@@ -37,8 +37,9 @@ const maxKubeDocuments = 10000
 // neither tag nor digest is given), each once, with the line of its image
 // field.
 //
-// Objects of other kinds (Services, ConfigMaps, custom resources) are
-// skipped and counted in List.Kubernetes. A malformed document, a workload
+// Objects of other kinds (Services, ConfigMaps, custom resources) and Helm
+// test hooks (which only "helm test" runs) are skipped and counted in
+// List.Kubernetes. A malformed document, a workload
 // without pod template and a missing or invalid image are recorded in
 // List.Problems with their line; the other documents still load. Input
 // naming no image at all is a problem wrapping [ErrNoImages]. As for the
@@ -135,6 +136,10 @@ func (p *kubeParser) object(n *yaml.Node, listKind string, depth int) {
 	path, ok := podSpecPath(kind, p.str(field(n, "apiVersion")))
 	if !ok {
 		p.l.Kubernetes.Skipped[kind]++
+		return
+	}
+	if p.helmTestHook(n) {
+		p.l.Kubernetes.Skipped[kind+" (helm test)"]++
 		return
 	}
 	p.l.Kubernetes.Objects[kind]++
@@ -251,6 +256,32 @@ func (p *kubeParser) spend() bool {
 		p.l.problem(Source{File: p.file}, fmt.Errorf("%w: more than %d objects and containers", ErrInputTooLarge, maxKubeNodes))
 	}
 	return p.budget >= 0
+}
+
+// helmTestHook reports whether object n is a Helm test ("helm.sh/hook:
+// test"): "helm template" renders it, but only "helm test" runs it, never
+// a rollout. Other hooks (pre-upgrade...) do run and are kept.
+func (p *kubeParser) helmTestHook(n *yaml.Node) bool {
+	meta := field(n, "metadata")
+	if meta == nil {
+		return false
+	}
+	ann := field(resolve(meta), "annotations")
+	if ann == nil {
+		return false
+	}
+	hooks := p.str(field(resolve(ann), "helm.sh/hook"))
+	if hooks == "" {
+		return false
+	}
+	for _, h := range strings.Split(hooks, ",") {
+		switch strings.TrimSpace(h) {
+		case "test", "test-success", "test-failure":
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // str returns the value of a scalar node, "" for anything else.

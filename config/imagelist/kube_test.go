@@ -37,7 +37,7 @@ func TestParseKubernetesFiles(t *testing.T) {
 				"87 docker.io/library/postgres:16.4-alpine",
 				"114 quay.io/acme/reporter:1.0",
 			},
-			stats: "4 objects (1 CronJob, 2 Deployment, 1 StatefulSet) with pods, 2 objects (1 ConfigMap, 1 Service) skipped"},
+			stats: "4 objects (1 CronJob, 2 Deployment, 1 StatefulSet) with pods, 3 objects (1 ConfigMap, 1 Pod (helm test), 1 Service) skipped"},
 		{file: "kubectl-get-all.yaml", // kubectl get deploy,sts,ds -A -o yaml
 			refs: []string{
 				"54 registry.k8s.io/coredns/coredns:v1.11.1",
@@ -133,6 +133,9 @@ func TestParseKubernetes(t *testing.T) {
 			refs: []string{"9 docker.io/a/b:1"}},
 		{name: "custom resources are skipped, even named Job", in: "apiVersion: batch.volcano.sh/v1alpha1\nkind: Job\nspec:\n  template:\n" + pod("x/y") + "---\nkind: Pod\nspec:\n  containers:\n  - image: z\n",
 			refs: []string{"13 docker.io/library/z:latest"}},
+		{name: "helm test hooks are skipped, other hooks kept", in: "kind: Pod\nmetadata:\n  annotations:\n    helm.sh/hook: test\nspec: {containers: [{image: curl}]}\n---\n" +
+			"kind: Job\nmetadata:\n  annotations: {helm.sh/hook: 'pre-install,pre-upgrade'}\nspec: {template: {spec: {containers: [{image: migrate}]}}}\n",
+			refs: []string{"10 docker.io/library/migrate:latest"}},
 		{name: "anchors and aliases", in: "kind: Pod\nspec:\n  containers:\n  - &c {name: a, image: alpine}\n  initContainers: [*c]\n",
 			refs: []string{"4 docker.io/library/alpine:latest"}},
 		{name: "pod without containers", in: "kind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Never\n---\nkind: Pod\nspec: {containers: [{image: a}]}\n",

@@ -268,7 +268,7 @@ func (js *Jobs) finish(j *job, rep *Report, err error, gate *Gate) {
 	default:
 		j.State = JobFailed
 	}
-	attrs := []any{"job", j.ID, "name", j.Name, "state", j.State}
+	attrs := []any{"job", j.ID, "name", j.Name, "state", j.State, "complete", j.Complete}
 	if rep != nil {
 		attrs = append(attrs, "images", rep.Totals.Images, "failed", rep.Totals.Failed, "bytes", rep.Totals.Bytes,
 			"upstream_bytes", rep.Totals.UpstreamBytes)
