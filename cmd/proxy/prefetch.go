@@ -135,7 +135,7 @@ func (o prefetchOptions) loadLists(cfg *config.Config) (lists []prefetch.NamedLi
 		l, _ := imagelist.Parse(name, bytes.NewReader(data))
 		if l.Format == imagelist.FormatKubernetes {
 			if len(l.Refs) == 0 {
-				return nil, nil, fmt.Errorf("image list %s: %w", name, l.Err())
+				return nil, nil, fmt.Errorf("image list: %w", l.Err())
 			}
 			o.notef("prefetch: %s: %d images from Kubernetes objects: %s\n", name, len(l.Refs), l.Kubernetes)
 		}
