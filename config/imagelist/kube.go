@@ -1,7 +1,6 @@
 package imagelist
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +54,7 @@ func ParseKubernetes(name string, r io.Reader) (*List, error) {
 	}
 	p := &kubeParser{l: l, file: name, budget: maxKubeNodes, parsed: map[string]error{}}
 	docs := 0
-	for _, d := range splitDocuments(data) {
+	for d := range documents(data) {
 		if blankDocument(d.text) {
 			continue
 		}
@@ -357,7 +356,7 @@ func podSpecPath(kind, apiVersion string) ([]string, bool) {
 // top-level keys are registry hosts, and a text list is not a mapping.
 func looksKubernetes(data []byte) bool {
 	tried := 0
-	for _, d := range splitDocuments(data) {
+	for d := range documents(data) {
 		if blankDocument(d.text) {
 			continue
 		}
@@ -378,67 +377,4 @@ func looksKubernetes(data []byte) bool {
 		return root.Kind == yaml.MappingNode && (field(root, "kind") != nil || field(root, "apiVersion") != nil)
 	}
 	return false
-}
-
-// document is one YAML document of a stream and the 1-based line it
-// starts on.
-type document struct {
-	text []byte
-	line int
-}
-
-// splitDocuments cuts a YAML stream at its "---" lines, so that a
-// malformed document does not stop the ones after it (a YAML decoder
-// cannot resume after a syntax error). Each part keeps its "---" line, so
-// "--- {...}" and "--- # comment" still decode. Input in UTF-16 (a byte
-// order mark) is left whole.
-func splitDocuments(data []byte) []document {
-	if len(data) >= 2 && (data[0] == 0xfe && data[1] == 0xff || data[0] == 0xff && data[1] == 0xfe) {
-		return []document{{text: data, line: 1}}
-	}
-	var docs []document
-	start, startLine, line := 0, 1, 1
-	for pos := 0; pos < len(data); line++ {
-		end := bytes.IndexByte(data[pos:], '\n')
-		next := len(data)
-		if end >= 0 {
-			next = pos + end + 1
-		}
-		if pos > 0 && isDocumentStart(data[pos:next]) {
-			docs = append(docs, document{text: data[start:pos], line: startLine})
-			start, startLine = pos, line
-		}
-		pos = next
-	}
-	return append(docs, document{text: data[start:], line: startLine})
-}
-
-// isDocumentStart reports whether line is a "---" marker: at column 0,
-// followed by the end of the line or a blank.
-func isDocumentStart(line []byte) bool {
-	rest, ok := bytes.CutPrefix(line, []byte("---"))
-	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r')
-}
-
-// blankDocument reports whether a document holds nothing but its markers,
-// comments and blank lines, so that it need not be decoded.
-func blankDocument(text []byte) bool {
-	for len(text) > 0 {
-		line := text
-		if i := bytes.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			text = nil
-		}
-		line = bytes.TrimSpace(line)
-		for _, marker := range [][]byte{[]byte("---"), []byte("...")} {
-			if rest, ok := bytes.CutPrefix(line, marker); ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t') {
-				line = bytes.TrimSpace(rest)
-			}
-		}
-		if len(line) > 0 && line[0] != '#' {
-			return false
-		}
-	}
-	return true
 }

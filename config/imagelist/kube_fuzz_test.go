@@ -19,6 +19,7 @@ func FuzzParseKubernetes(f *testing.F) {
 		"kind: Pod\nspec: {containers: [{image: a}], initContainers: [{image: 'b@sha256:" + strings.Repeat("cd", 32) + "'}]}\n",
 		"--- {kind: List, items: [{kind: Job, spec: {template: {spec: {containers: [{image: x}]}}}}]}\n...\n",
 		"kind: DeploymentList\nitems:\n- &d {spec: {template: {spec: {containers: [{image: y}]}}}}\n- *d\n",
+		"{\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"image\":\"a\"}]}}\n{\"kind\":\"Service\"}\n{oops\n",
 		"{\"kind\":\"CronJob\",\"spec\":{\"jobTemplate\":{\"spec\":{\"template\":{\"spec\":{\"ephemeralContainers\":[{\"image\":\"z\"}]}}}}}}",
 	} {
 		f.Add(s)

@@ -125,6 +125,13 @@ func TestParseKubernetes(t *testing.T) {
 			refs: []string{"4 localhost:5000/app:latest", "5 docker.io/library/redis:7", "6 docker.io/bitnami/redis:7"}},
 		{name: "single JSON object", in: `{"kind":"Pod","spec":{"containers":[{"name":"a","image":"busybox"}]}}`,
 			refs: []string{"1 docker.io/library/busybox:latest"}},
+		{name: "JSON values one after the other (jq -c)", in: `{"kind":"Pod","spec":{"containers":[{"image":"a"}]}}` + "\n" +
+			`{"kind":"Service"}` + "\n\n" + `{"kind":"Pod",` + "\n" + `"spec":{"containers":[{"image":"b"}]}}` + "\n" + `{"kind":"Pod","spec":{"containers":[{"image":"C"}]}}` + "\n{oops\n",
+			refs: []string{"1 docker.io/library/a:latest", "5 docker.io/library/b:latest"},
+			problems: []wantProblem{
+				{at: "k.yaml:6", msg: `containers[0]: invalid image reference "C"`, is: ErrInvalidReference},
+				{at: "k.yaml:7", msg: "syntax error", is: ErrSyntax},
+			}},
 		{name: "duplicates across documents, comment and flow markers", in: "--- # Source: a.yaml\nkind: Pod\nspec: {containers: [{image: alpine}]}\n--- {kind: Pod, spec: {containers: [{image: 'docker.io/library/alpine:latest'}, {image: redis}]}}\n...\n",
 			refs: []string{"3 docker.io/library/alpine:latest", "4 docker.io/library/redis:latest"}},
 		{name: "CRLF line ends", in: "kind: Pod\r\nspec:\r\n  containers:\r\n  - image: alpine\r\n---\r\nkind: Pod\r\nspec:\r\n  containers:\r\n  - image: redis\r\n",
@@ -179,6 +186,7 @@ func TestDetectFormat(t *testing.T) {
 		{"kubernetes without extension", "-", "# Source: x\n---\n---\nkind: Pod\n", FormatKubernetes},
 		{"kubernetes after a malformed document", "-", "a: [\n---\nkind: Pod\n", FormatKubernetes},
 		{"kubernetes json", "list.txt", "{\n \"kind\": \"List\",\n \"items\": []\n}\n", FormatKubernetes},
+		{"kubernetes json values (jq -c)", "-", "{\"kind\":\"Pod\"}\n{\"kind\":\"Pod\"}\n", FormatKubernetes},
 		{"skopeo-sync", "sync", "quay.io:\n  images:\n    a: [\"1\"]\n", FormatSkopeoSync},
 		{"skopeo-sync with later kind", "sync", "quay.io: {}\n---\nkind: Pod\n", FormatSkopeoSync},
 		{"text", "images.txt", "nginx\nredis:7\n", FormatText},
