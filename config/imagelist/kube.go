@@ -27,8 +27,9 @@ const maxKubeDocuments = 10000
 
 // ParseKubernetes parses Kubernetes objects in YAML or JSON: a single
 // object, a multi-document stream ("---" separated, as "helm template"
-// writes it) or a List (kind: List, or a typed list such as
-// DeploymentList, as "kubectl get -o yaml" writes it). It collects the
+// writes it), JSON objects one after the other ("jq -c '.items[]'") or a
+// List (kind: List, or a typed list such as DeploymentList, as
+// "kubectl get -o yaml" writes it). It collects the
 // images of the containers, init containers and ephemeral containers of
 // Pods, PodTemplates, Deployments, StatefulSets, DaemonSets, ReplicaSets,
 // ReplicationControllers, Jobs and CronJobs, normalised as the kubelet
@@ -38,9 +39,9 @@ const maxKubeDocuments = 10000
 //
 // Objects of other kinds (Services, ConfigMaps, custom resources) and Helm
 // test hooks (which only "helm test" runs) are skipped and counted in
-// List.Kubernetes. A malformed document, a workload
-// without pod template and a missing or invalid image are recorded in
-// List.Problems with their line; the other documents still load. Input
+// List.Kubernetes. A malformed document, a workload without pod template
+// and a missing or invalid image are recorded in List.Problems with their
+// line; the other documents still load. Input
 // naming no image at all is a problem wrapping [ErrNoImages]. As for the
 // other parsers, the List is never nil and the error is [List.Err].
 func ParseKubernetes(name string, r io.Reader) (*List, error) {
