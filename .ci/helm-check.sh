@@ -73,4 +73,9 @@ fi
 step "go test (deploy/helm)"
 (cd "$root/deploy/helm" && go test -count=1 ./...)
 
+# 4. the prefetch image-list parser reads the images of the live helm
+# template output (and its rendered copies in testdata are current).
+step "go test (config/imagelist, helm template)"
+(cd "$root" && HELM="$HELM" go test -count=1 -run TestParseHelmTemplateLive ./config/imagelist/)
+
 printf '\nhelm-check: ok in %ss\n' "$((SECONDS - start))"

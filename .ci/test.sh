@@ -78,6 +78,7 @@ fuzz ./proxy/ FuzzRequestPath 40000
 fuzz ./config/ FuzzLoad 100000
 fuzz ./config/imagelist/ FuzzParseText 25000
 fuzz ./config/imagelist/ FuzzParseSkopeoSync 100000
+fuzz ./config/imagelist/ FuzzParseKubernetes 50000
 for target in $(grep -ho '^func Fuzz[A-Za-z]*' upstream/*_test.go 2>/dev/null | sed 's/func //'); do
   fuzz ./upstream/ "$target" 30000
 done

@@ -222,11 +222,11 @@ func prefetchRemote(ctx context.Context, o prefetchOptions, stdout, stderr io.Wr
 	}
 	var ids []string
 	for _, f := range o.files {
-		body, err := os.ReadFile(f)
+		body, name, err := o.readList(f)
 		if err != nil {
 			return err
 		}
-		q := url.Values{"name": {filepath.Base(f)}, "platform": o.platforms}
+		q := url.Values{"name": {filepath.Base(name)}, "platform": o.platforms}
 		var job prefetch.Job
 		if err := c.do(ctx, http.MethodPost, "/api/v1/prefetch?"+q.Encode(), "text/plain", body, &job); err != nil {
 			return err
@@ -250,6 +250,9 @@ func prefetchRemote(ctx context.Context, o prefetchOptions, stdout, stderr io.Wr
 			if !errors.As(err, &ee) {
 				return err
 			}
+			failed = true
+		}
+		if o.wait && !remoteGate(job, stderr) {
 			failed = true
 		}
 	}

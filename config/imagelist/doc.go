@@ -1,6 +1,6 @@
 // Package imagelist parses the image lists users feed to Stowage's prefetch.
 //
-// Two formats are understood:
+// Three formats are understood:
 //
 //   - The plain text form (images-list.txt): one image reference per line,
 //     blank lines and "#" comments ignored, "##name" lines starting a named
@@ -8,8 +8,13 @@
 //   - The skopeo-sync YAML form: top-level keys are registry hosts, each with
 //     "images", "images-by-tag-regex", "images-by-semver", "credentials",
 //     "tls-verify" and "cert-dir". See [ParseSkopeoSync].
+//   - Kubernetes objects in YAML or JSON (single objects, "---" streams as
+//     "helm template" writes them, Lists as "kubectl get -o yaml" writes
+//     them): the images of the pods' containers, init containers and
+//     ephemeral containers. See [ParseKubernetes].
 //
-// [Parse] and [ParseFile] pick the format from the file name or content.
+// [Parse] and [ParseFile] pick the format from the content or file name
+// ([DetectFormat]).
 //
 // Every parser returns a [List]: concrete references ([Ref]) normalised the
 // way Docker does it (docker.io, library/ for single-segment Docker Hub

@@ -21,6 +21,11 @@ type List struct {
 	// Problems are the bad entries, in input order. They did not stop the
 	// parse.
 	Problems []Problem
+	// Format is the form the input was parsed as.
+	Format Format
+	// Kubernetes counts the objects of Kubernetes input; nil for the
+	// other formats.
+	Kubernetes *KubeStats
 
 	seen     map[string]bool // canonical references already in Refs
 	sections map[string]bool // names already in Sections

@@ -10,9 +10,11 @@ import (
 	"io"
 )
 
-// Parse parses r as a skopeo-sync YAML file if name ends in .yaml or .yml
-// or the content is a YAML mapping, and as a text list otherwise. Results
-// and errors are as for [ParseText] and [ParseSkopeoSync].
+// Parse parses r in the format [DetectFormat] finds: Kubernetes objects
+// (YAML or JSON) by content, else a skopeo-sync YAML file if name ends in
+// .yaml or .yml or the content is a YAML mapping, else a text list.
+// Results and errors are as for [ParseKubernetes], [ParseSkopeoSync] and
+// [ParseText].
 func Parse(name string, r io.Reader) (*List, error) {
 	data, err := readAll(r)
 	if err != nil {
@@ -20,7 +22,10 @@ func Parse(name string, r io.Reader) (*List, error) {
 		l.problem(Source{File: name}, err)
 		return l, l.Err()
 	}
-	if isYAMLName(name) || isYAMLMapping(data) {
+	switch DetectFormat(name, data) {
+	case FormatKubernetes:
+		return ParseKubernetes(name, bytes.NewReader(data))
+	case FormatSkopeoSync:
 		return ParseSkopeoSync(name, bytes.NewReader(data))
 	}
 	return ParseText(name, bytes.NewReader(data))
@@ -28,6 +33,7 @@ func Parse(name string, r io.Reader) (*List, error) {
 
 // ParseFile opens path and parses it with [Parse], using path as the file
 // name in every [Source]. If the file cannot be opened, the List is nil.
+// To read standard input ("-f -"), call [Parse] with os.Stdin.
 func ParseFile(path string) (*List, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -35,6 +35,7 @@ import (
 // [List.Err].
 func ParseSkopeoSync(name string, r io.Reader) (*List, error) {
 	l := newList()
+	l.Format = FormatSkopeoSync
 	data, err := readAll(r)
 	if err != nil {
 		l.problem(Source{File: name}, err)
@@ -101,16 +102,34 @@ func (p syncParser) document(data []byte) {
 // yaml.v3 leaves the line out when it would be 0, which happens for
 // problems on the first line; its numbers can be one line early.
 func (p syncParser) syntaxSource(err error) Source {
+	return Source{File: p.file, Line: yamlErrorLine(err)}
+}
+
+// yamlErrorText returns a yaml.v3 error's message without its "yaml:" and
+// "line N:" prefixes (the line is reported in the Source).
+func yamlErrorText(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if _, after, ok := strings.Cut(rest, ": "); ok {
+			return after
+		}
+	}
+	return msg
+}
+
+// yamlErrorLine extracts the line from a yaml.v3 "yaml: line N: ..."
+// error, 1 when it names none.
+func yamlErrorLine(err error) int {
 	rest, ok := strings.CutPrefix(err.Error(), "yaml: line ")
 	if !ok {
-		return Source{File: p.file, Line: 1}
+		return 1
 	}
 	n, _, _ := strings.Cut(rest, ":")
 	line, err := strconv.Atoi(n)
 	if err != nil || line < 1 {
-		line = 1
+		return 1
 	}
-	return Source{File: p.file, Line: line}
+	return line
 }
 
 // mapping calls fn for each key/value pair of node n, which must be a

@@ -26,6 +26,7 @@ import (
 // is [List.Err]: nil when there are no problems.
 func ParseText(name string, r io.Reader) (*List, error) {
 	l := newList()
+	l.Format = FormatText
 	sc := newLineScanner(r)
 	section := ""
 	for {

@@ -49,8 +49,9 @@ type JobRequest struct {
 
 // NewAdminHandler serves the prefetch admin API:
 //
-//	POST /api/v1/prefetch        body: an image list (text or skopeo-sync
-//	                             YAML) or JSON JobRequest; ?name= and
+//	POST /api/v1/prefetch        body: an image list (text, skopeo-sync
+//	                             YAML, Kubernetes YAML or JSON as for
+//	                             "proxy prefetch -f") or JSON JobRequest; ?name= and
 //	                             ?platform= (repeatable) apply to list
 //	                             bodies. 202 with the job.
 //	GET  /api/v1/prefetch/{id}   the job: state, progress, report.
@@ -145,7 +146,7 @@ func (a *admin) parse(r *http.Request, body []byte) (string, Request, error) {
 	name := q.Get("name")
 	req := Request{Platforms: q["platform"]}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt == "application/json" || (mt == "" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{"))) {
+	if isJobRequest(mt, body) {
 		var jr JobRequest
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()

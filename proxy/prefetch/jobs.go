@@ -42,6 +42,13 @@ type Job struct {
 	Finished *time.Time       `json:"finished,omitempty"`
 	Progress ProgressSnapshot `json:"progress"`
 	Error    string           `json:"error,omitempty"`
+	// Complete is the rollout gate: true once the job has ended with
+	// every image of its lists fully cached (checked in the store, see
+	// Engine.Verify); false while it runs and when anything is missing.
+	Complete bool `json:"complete"`
+	// Missing names the images that are not fully cached when the job
+	// ended, and why (their failure, or what is not in the cache).
+	Missing []Missing `json:"missing,omitempty"`
 	// Report is set once the job has ended (omitted in job lists).
 	Report *Report `json:"report,omitempty"`
 }
@@ -216,7 +223,7 @@ func (js *Jobs) run(j *job, req Request) {
 	case js.slots <- struct{}{}:
 		defer func() { <-js.slots }()
 	case <-ctx.Done():
-		js.finish(j, nil, ctx.Err())
+		js.finish(j, nil, ctx.Err(), nil)
 		return
 	}
 	now := time.Now().UTC()
@@ -226,15 +233,33 @@ func (js *Jobs) run(j *job, req Request) {
 	js.save(j)
 	js.log.Info("prefetch job started", "job", j.ID, "name", j.Name)
 	rep, err := js.eng.Run(ctx, req, j.prog)
-	js.finish(j, rep, err)
+	gate := js.gate(ctx, j, rep, err)
+	js.finish(j, rep, err, gate)
 }
 
-func (js *Jobs) finish(j *job, rep *Report, err error) {
+// gate answers the rollout gate for a finished run; nil when the run did
+// not finish or the store cannot answer (the job is then not complete).
+func (js *Jobs) gate(ctx context.Context, j *job, rep *Report, runErr error) *Gate {
+	if runErr != nil || rep == nil {
+		return nil
+	}
+	g, err := js.eng.Verify(ctx, rep)
+	if err != nil {
+		js.log.Error("prefetch job: checking the cache for the rollout gate", "job", j.ID, "err", err)
+		return nil
+	}
+	return g
+}
+
+func (js *Jobs) finish(j *job, rep *Report, err error, gate *Gate) {
 	defer js.save(j)
 	now := time.Now().UTC()
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	j.Finished, j.Report = &now, rep
+	if gate != nil {
+		j.Complete, j.Missing = gate.Complete, gate.Missing
+	}
 	switch {
 	case err != nil:
 		j.State, j.Error = JobFailed, err.Error()
@@ -243,7 +268,7 @@ func (js *Jobs) finish(j *job, rep *Report, err error) {
 	default:
 		j.State = JobFailed
 	}
-	attrs := []any{"job", j.ID, "name", j.Name, "state", j.State}
+	attrs := []any{"job", j.ID, "name", j.Name, "state", j.State, "complete", j.Complete}
 	if rep != nil {
 		attrs = append(attrs, "images", rep.Totals.Images, "failed", rep.Totals.Failed, "bytes", rep.Totals.Bytes,
 			"upstream_bytes", rep.Totals.UpstreamBytes)
