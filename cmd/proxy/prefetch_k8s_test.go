@@ -155,7 +155,7 @@ func TestPrefetchKubernetesStdinWait(t *testing.T) {
 	}
 
 	// One image of the rollout is not upstream: the gate fails and names it.
-	out, errOut, err = runPrefetch(t, helmStream("team/init:1", "team/app:v1", "team/gone:3"), append(args, "--name", "shop")...)
+	_, errOut, err = runPrefetch(t, helmStream("team/init:1", "team/app:v1", "team/gone:3"), append(args, "--name", "shop")...)
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != 2 {
 		t.Fatalf("want exit status 2, got %v\n%s", err, errOut)
