@@ -33,6 +33,7 @@ func Default() *Config {
 				MaxDuration:       6 * time.Hour,
 				AbandonAfter:      5 * time.Minute,
 			},
+			EvictGrace: DefaultEvictGrace,
 		},
 		Log:      Log{Format: "json", Level: "info"},
 		Prefetch: Prefetch{Concurrency: 4},
@@ -93,6 +94,7 @@ func (c *Config) Validate() error {
 		f.MinRateWindow <= 0 || f.MaxDuration <= 0 || f.AbandonAfter <= 0 {
 		errs = append(errs, errors.New("cache.fill: max_attempts and max_download_factor must be at least 1, min_rate not negative, the durations positive"))
 	}
+	errs = append(errs, c.Cache.validateEviction()...)
 	switch c.Log.Format {
 	case "json", "text":
 	default:
