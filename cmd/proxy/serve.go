@@ -132,7 +132,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	defer p.Close()
-	cleanLeftovers(ctx, store, log)
+	// Only the cheap part of the cleanup runs before serving; the walk of
+	// the whole tree for old temporary files runs in the background with
+	// the usage index's build (start-up stays instant on a large cache).
+	cleanStagingDirs(ctx, store, log)
+	eng, err := newEvictionEngine(cfg, log, reg, store, p)
+	if err != nil {
+		return err
+	}
 	pf, handler, err := newPrefetchService(cfg, log, reg, p, store)
 	if err != nil {
 		return err
@@ -152,6 +159,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		"default_upstream", cfg.DefaultUpstream, "version", version)
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
