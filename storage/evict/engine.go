@@ -90,6 +90,8 @@ type Engine struct {
 	background      []func(context.Context) error
 
 	trigger chan struct{}
+	// short is set while passes cannot free what they need.
+	short bool
 	// afterPass, when set, sees every pass's result (tests).
 	afterPass func(PassResult, error)
 }
@@ -270,6 +272,16 @@ func (e *Engine) runPass(ctx context.Context) {
 	}
 	if res.Objects > 0 {
 		e.log.Info("evicted", "objects", res.Objects, "bytes", res.Bytes, "short_by", res.ShortBy)
+	}
+	// Logged once per episode: every pass of it would repeat the same.
+	if short := res.ShortBy > 0; short != e.short {
+		e.short = short
+		if short {
+			e.log.Warn("cannot evict enough: what is left is pinned, in use, manifests or within the grace period",
+				"short_by", res.ShortBy)
+		} else {
+			e.log.Info("usage is within the cache's limits again")
+		}
 	}
 	if e.afterPass != nil {
 		e.afterPass(res, err)
