@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,4 +133,33 @@ func TestGCCommand(t *testing.T) {
 			t.Errorf("tagged content %s removed: %v", d, err)
 		}
 	}
+}
+
+// TestMaintenanceBesideARunningServer: gc and verify on the root a server
+// is serving from: they leave the server's staging alone, keep the tagged
+// image, and the server keeps answering.
+func TestMaintenanceBesideARunningServer(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "cache")
+	addr := startServe(t, "--root", root, "--log-level", "error")
+	layer, manifest := seedCache(t, root)
+	if out, err := runOut(t, "gc", "--root", root, "--log-level", "error"); err != nil || !strings.Contains(out, "gc: removed 0 blobs") {
+		t.Fatalf("gc beside a server: %v\n%s", err, out)
+	}
+	if out, err := runOut(t, "verify", "--root", root, "--log-level", "error"); err != nil {
+		t.Fatalf("verify beside a server: %v\n%s", err, out)
+	}
+	for _, d := range []digest.Digest{layer, manifest} {
+		if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(storage.BlobDataPath(d)))); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "stowage", "staging"))
+	if err != nil || len(entries) != 2 {
+		t.Errorf("the server's staging directory and lock: %v %v", entries, err)
+	}
+	resp, err := http.Get("http://" + addr + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
