@@ -270,9 +270,12 @@ func (g *gcState) readManifest(ctx context.Context, d digest.Digest) (manifestRe
 	if len(b) == 0 || b[0] != '{' {
 		return refs, false, nil // not JSON: a layer
 	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil || top["schemaVersion"] == nil {
+		return refs, false, nil // JSON, but no manifest (a config, an artifact)
+	}
 	if err := json.Unmarshal(b, &refs); err != nil {
-		// A JSON config blob parses; a JSON-looking blob that does not
-		// is kept with nothing it references known: refuse to guess.
+		// A manifest whose references cannot be read: refuse to guess.
 		return refs, false, fmt.Errorf("gc: %s looks like a manifest but does not parse: %w", d, err)
 	}
 	return refs, true, nil

@@ -4,10 +4,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/stowage/stowage/storage"
@@ -143,4 +146,74 @@ func commitBlob(t *testing.T, s *storage.Store, content string) digest.Digest {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestGCKeepsIndexChildrenAndReferrers: a tagged multi-platform index
+// keeps its child manifests and their blobs; an untagged manifest whose
+// subject is the tagged image (a signature) is kept with its blobs; an
+// untagged one whose subject is gone is collected.
+func TestGCKeepsIndexChildrenAndReferrers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	root := t.TempDir()
+	reg := storagetest.StartStockRegistry(t, root)
+	idx := reg.PushRandomIndex(t, "lib/multi:v1", 2)
+	img := reg.PushRandom(t, "lib/app:v1", 1, 512)
+	desc, err := partial.Descriptor(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := reg.PushReferrer(t, "lib/app", *desc)
+	orphanSubject := v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: 2, Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}}
+	orphan := reg.PushReferrer(t, "lib/app", orphanSubject)
+	// The stock registry has no referrers API, so the client also pushed
+	// the fallback tags (sha256-<subject>) listing the referrers: those
+	// tags would keep both. Without them only the subject rule is left.
+	fallback, err := filepath.Glob(filepath.Join(root, "docker/registry/v2/repositories/lib/app/_manifests/tags/sha256-*"))
+	if err != nil || len(fallback) != 2 {
+		t.Fatalf("fallback tags %v %v", fallback, err)
+	}
+	for _, f := range fallback {
+		if err := os.RemoveAll(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(t, filepath.Join(root, "docker"), time.Now().Add(-24*time.Hour))
+	s := newFS(t, root)
+
+	res, err := s.GC(ctx, storage.GCOptions{Grace: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	om, oblobs := imageDigests(t, orphan)
+	// The orphan with its blobs, and the two fallback index manifests.
+	if res.Revisions != 3 || res.Blobs != len(oblobs)+3 {
+		t.Errorf("gc %+v; want the orphan referrer and the fallback indexes (3 revisions, %d blobs)", res, len(oblobs)+3)
+	}
+	if present(t, s, om) {
+		t.Error("the orphan referrer was kept")
+	}
+	sm, sblobs := imageDigests(t, sig)
+	if !present(t, s, append(sblobs, sm)...) {
+		t.Error("the signature of a tagged image was collected")
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range im.Manifests {
+		child, err := idx.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, cblobs := imageDigests(t, child)
+		if !present(t, s, append(cblobs, cm)...) {
+			t.Errorf("child %s of a tagged index (or its blobs) collected", cm)
+		}
+	}
+	for _, ref := range []string{"lib/multi:v1", "lib/app:v1", "lib/app@" + sm.String()} {
+		if err := reg.PullAny(t, ref); err != nil {
+			t.Errorf("stock registry after gc: %s: %v", ref, err)
+		}
+	}
 }
