@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Integrity check of the whole layout: every blob re-hashed, every link
@@ -20,8 +23,11 @@ type VerifyOptions struct {
 	Repair bool
 	// Report, when set, sees every problem as it is found (and repaired).
 	Report func(Problem)
-	// Progress, when set, sees every blob verified.
+	// Progress, when set, sees every blob verified (from several
+	// goroutines).
 	Progress func(BlobRecord)
+	// Parallel is how many blobs are hashed at once (default 4).
+	Parallel int
 }
 
 // Problem is one corrupt or dangling item.
@@ -57,8 +63,10 @@ type VerifyResult struct {
 type verifier struct {
 	s     *Store
 	opts  VerifyOptions
-	res   *VerifyResult
 	repos []string
+
+	mu  sync.Mutex // guards res and the Report calls
+	res *VerifyResult
 }
 
 // Verify checks the whole cache. It returns an error only when the check
@@ -70,14 +78,22 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, e
 		return res, fmt.Errorf("verify: %w", err)
 	}
 	v := &verifier{s: s, opts: opts, res: &res, repos: repos}
-	err = s.WalkBlobs(ctx, func(b BlobRecord) error {
-		res.Blobs++
-		if opts.Progress != nil {
-			opts.Progress(b)
-		}
-		return v.blob(ctx, b)
+	g, gctx := errgroup.WithContext(ctx)
+	n := opts.Parallel
+	if n <= 0 {
+		n = 4
+	}
+	g.SetLimit(n)
+	walkErr := s.WalkBlobs(gctx, func(b BlobRecord) error {
+		g.Go(func() error {
+			if opts.Progress != nil {
+				opts.Progress(b)
+			}
+			return v.blob(gctx, b)
+		})
+		return nil
 	})
-	if err != nil {
+	if err := errors.Join(g.Wait(), walkErr); err != nil {
 		return res, fmt.Errorf("verify: %w", err)
 	}
 	for _, repo := range repos {
@@ -89,6 +105,8 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, e
 }
 
 func (v *verifier) problem(p Problem, repair func() error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if v.opts.Repair {
 		if err := repair(); err != nil {
 			p.RepairErr = err
@@ -104,6 +122,9 @@ func (v *verifier) problem(p Problem, repair func() error) {
 
 // blob re-hashes one blob.
 func (v *verifier) blob(ctx context.Context, b BlobRecord) error {
+	v.mu.Lock()
+	v.res.Blobs++
+	v.mu.Unlock()
 	if !b.Digest.Algorithm().Available() {
 		return nil // an algorithm this build cannot hash
 	}
