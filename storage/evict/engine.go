@@ -219,11 +219,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := e.access.Save(sctx); err != nil {
-				e.log.Warn("saving access times at shutdown", "err", err)
-			}
+			e.saveAtShutdown(ctx)
 			return nil
 		case <-e.trigger:
 			e.runPass(ctx)
@@ -238,6 +234,16 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.log.Warn("rebuilding the usage index", "err", err)
 			}
 		}
+	}
+}
+
+// saveAtShutdown persists the last accesses, on a short deadline of its
+// own (ctx has ended).
+func (e *Engine) saveAtShutdown(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := e.access.Save(sctx); err != nil {
+		e.log.Warn("saving access times at shutdown", "err", err)
 	}
 }
 
