@@ -32,6 +32,8 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 			return
 		}
 		p.m.hits.WithLabelValues("blob").Inc()
+		p.cacheHooks().Touched(q.dgst)
+		defer p.serving.hold(q.dgst)()
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
 		return

@@ -367,8 +367,12 @@ func (p *Proxy) commitFill(ctx context.Context, f *fill.Fill, dl *download, st *
 		return fmt.Errorf("sync staging file: %w", err)
 	}
 	if err := p.store.CommitBlob(ctx, f.Digest(), st); err != nil {
+		if isDiskFull(err) {
+			p.cacheHooks().Trigger()
+		}
 		return err
 	}
+	p.cacheHooks().Added(f.Digest(), written)
 	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
 		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
 	}

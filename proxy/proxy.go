@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -61,6 +62,10 @@ type Proxy struct {
 	router  *mux.Router
 	mem     *memCache
 	fills   *fill.Registry
+	// hooks keeps a usage index current (SetCacheHooks); serving counts
+	// the cache hits streaming, which eviction must leave alone.
+	hooks   atomic.Pointer[CacheHooks]
+	serving servingSet
 	down    downHosts
 	coord   Coordinator
 

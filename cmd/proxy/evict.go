@@ -7,28 +7,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/evict"
 )
 
-// Seams between the eviction engine and the proxy. The proxy opts in by
-// growing these methods; serve wires whatever it implements:
-//
-//   - InUse(d digest.Digest) bool (evict.InUse): blobs being filled or
-//     served are never evicted;
-//   - SetCacheHooks(evict.Hooks): the proxy then calls Added after a blob
-//     commit, ManifestAdded after storing a manifest, Touched on every
-//     cache hit (blob or manifest), Removed when it deletes a blob itself
-//     (a corrupt one), and Trigger when a write fails for lack of space.
-type cacheHooksSetter interface {
-	SetCacheHooks(evict.Hooks)
-}
-
 // newEvictionEngine builds the engine for cfg's cache policy over store.
-// p is the proxy, wired through the seams above when it implements them.
+// The proxy keeps the engine's usage index current (proxy.CacheHooks) and
+// tells it which blobs are being filled or served (never evicted).
 // The engine also runs sweep (the tree-walking half of the start-up
 // cleanup) in the background, before it builds its index.
-func newEvictionEngine(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, store *storage.Store, p any) (*evict.Engine, error) {
+func newEvictionEngine(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, store *storage.Store, p *proxy.Proxy) (*evict.Engine, error) {
 	policy := evict.Policy{
 		MaxSize:    int64(cfg.Cache.MaxSize),
 		EvictAfter: cfg.Cache.EvictAfter.Std(),
@@ -45,16 +34,12 @@ func newEvictionEngine(cfg *config.Config, log *slog.Logger, reg prometheus.Regi
 			policy.MinFree = mf.Of
 		}
 	}
-	if u, ok := p.(evict.InUse); ok {
-		opts = append(opts, evict.WithInUse(u))
-	}
+	opts = append(opts, evict.WithInUse(p))
 	eng, err := evict.New(store, policy, opts...)
 	if err != nil {
 		return nil, err
 	}
-	if h, ok := p.(cacheHooksSetter); ok {
-		h.SetCacheHooks(eng)
-	}
+	p.SetCacheHooks(eng)
 	return eng, nil
 }
 
