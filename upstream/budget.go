@@ -189,9 +189,17 @@ func (bk *bucket) join(c Class) {
 	bk.mu.Lock()
 	defer bk.mu.Unlock()
 	bk.clients++
+	if bk.clients == 1 && bk.share > 0 {
+		// (A 0% share holds prefetch in waitTurn instead: a zero rate would
+		// make the limiter spend its burst for good.)
+		now := time.Now()
+		bk.pre.SetLimitAt(now, rate.Limit(bk.rate*bk.share))
+		// Spend what prefetch saved up at the full rate, so that it starts
+		// at its share right away rather than after a burst.
+		bk.pre.ReserveN(now, bk.chunk)
+	}
 	if bk.clients == 1 {
 		bk.idle = make(chan struct{})
-		bk.pre.SetLimit(rate.Limit(bk.rate * bk.share))
 	}
 }
 

@@ -51,7 +51,10 @@ type remoteBucket struct {
 	refill [2]chan struct{} // one refill at a time per class
 	mu     sync.Mutex
 	avail  [2]int64
-	marked time.Time // last MarkBusy
+	marked time.Time // last MarkBusy (client refills only)
+	// shareHeld: a prefetch batch of the share budget was granted but the
+	// main budget not yet (prefetch refills only).
+	shareHeld bool
 }
 
 func (rb *remoteBucket) take(ctx context.Context, cls Class, class func() Class, n int64) error {
@@ -105,7 +108,7 @@ func (rb *remoteBucket) refillOnce(ctx context.Context, cls Class, class func() 
 		if err != nil {
 			return 0, err
 		}
-		if busy && class() == ClassPrefetch {
+		if busy && class() == ClassPrefetch && !rb.shareHeld {
 			if rb.share <= 0 {
 				return classPoll, nil
 			}
@@ -113,6 +116,7 @@ func (rb *remoteBucket) refillOnce(ctx context.Context, cls Class, class func() 
 			if err != nil || !ok {
 				return max(retry, time.Millisecond), err
 			}
+			rb.shareHeld = true
 		}
 	}
 	ok, retry, err := rb.store.Take(ctx, rb.key, int64(rb.rate), rb.batch, rb.batch)
@@ -121,6 +125,9 @@ func (rb *remoteBucket) refillOnce(ctx context.Context, cls Class, class func() 
 	}
 	if !ok {
 		return max(retry, time.Millisecond), nil
+	}
+	if cls == ClassPrefetch {
+		rb.shareHeld = false
 	}
 	rb.mu.Lock()
 	rb.avail[cls] += rb.batch

@@ -81,12 +81,16 @@ func (l *limits) wrap(ctx context.Context, resp *http.Response, release func()) 
 	}
 	r := &budgetReader{
 		body: resp.Body, ctx: ctx, class: classFunc(ctx), buckets: buckets,
-		release: release, m: l.budget.m, upstream: l.host, link: link, chunk: 32 << 10,
+		release: release, m: l.budget.m, chunk: 32 << 10,
+		bytes: [2]prometheus.Counter{
+			l.budget.m.bytes.WithLabelValues(l.host, link, ClassClient.String()),
+			l.budget.m.bytes.WithLabelValues(l.host, link, ClassPrefetch.String()),
+		},
 	}
 	for _, bk := range buckets {
 		r.chunk = min(r.chunk, bk.chunk)
 	}
-	r.cur = r.class()
+	r.cur = min(r.class(), ClassPrefetch)
 	for _, bk := range buckets {
 		bk.join(r.cur)
 	}
@@ -97,15 +101,14 @@ func (l *limits) wrap(ctx context.Context, resp *http.Response, release func()) 
 // (the upstream's cap, the link's), in the class its context names at that
 // moment, and counts the bytes by class.
 type budgetReader struct {
-	body     io.ReadCloser
-	ctx      context.Context //nolint:containedctx // the request's context, read per chunk
-	class    func() Class
-	buckets  []*bucket
-	release  func()
-	m        *budgetMetrics
-	upstream string
-	link     string
-	chunk    int
+	body    io.ReadCloser
+	ctx     context.Context //nolint:containedctx // the request's context, read per chunk
+	class   func() Class
+	buckets []*bucket
+	release func()
+	m       *budgetMetrics
+	bytes   [2]prometheus.Counter // by class
+	chunk   int
 
 	mu     sync.Mutex
 	cur    Class
@@ -120,7 +123,7 @@ func (r *budgetReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.body.Read(p)
 	if n > 0 {
-		r.m.bytes.WithLabelValues(r.upstream, r.link, cls.String()).Add(float64(n))
+		r.bytes[cls].Add(float64(n))
 		if len(r.buckets) > 0 {
 			// A wait that ends with the context leaves the next Read to
 			// fail: the body's request shares that context.
@@ -133,6 +136,7 @@ func (r *budgetReader) Read(p []byte) (int, error) {
 // switchClass moves the body to the class its context names now.
 func (r *budgetReader) switchClass() Class {
 	cls := r.class()
+	cls = min(cls, ClassPrefetch) // an unknown class is as patient as prefetch
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cls != r.cur && !r.closed {

@@ -47,7 +47,7 @@ func (a *authTransport) realmChallenge(ep *endpoint, ch *transport.Challenge) (*
 	}
 	host := u.Hostname()
 	ip, isIP := parseIPLiteral(host)
-	if !(isIP && internalAddr(ip)) && !loopbackName(host) {
+	if (!isIP || !internalAddr(ip)) && !loopbackName(host) {
 		return ch, nil // a public address or a name (the dial guard checks names)
 	}
 	if !a.internal && !strings.EqualFold(host, ep.base.Hostname()) {
