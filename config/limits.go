@@ -18,8 +18,9 @@ type Limits struct {
 	// "10MiB/s" or "50Mbit/s". 0 means no cap.
 	Bandwidth Bandwidth `yaml:"bandwidth"`
 	// Connections caps the concurrent requests to this upstream: a request
-	// holds its slot from its start until its body is closed. 0 means no
-	// cap.
+	// holds its slot from its start until its body is closed. Prefetch
+	// requests never take the last free slot (when Connections > 1). 0
+	// means no cap.
 	Connections int `yaml:"connections"`
 }
 

@@ -272,3 +272,43 @@ func TestBudgetConnectionsCap(t *testing.T) {
 		}
 	})
 }
+
+func TestBudgetConnectionsKeepASlotForClients(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newTestBudget(t, config.Link{})
+		l := newLimits("a.test", config.Limits{Connections: 3}, b, viaProxy(""))
+		pctx := WithClass(t.Context(), ClassPrefetch)
+		p1, p2 := open(t, pctx, l, body(1)), open(t, pctx, l, body(1))
+		var p3, c1 atomic.Bool
+		go func() {
+			rc := open(t, pctx, l, body(1))
+			p3.Store(true)
+			_ = rc.Close()
+		}()
+		synctest.Wait()
+		if p3.Load() {
+			t.Fatal("prefetch took the last of 3 connection slots")
+		}
+		go func() {
+			rc := open(t, t.Context(), l, body(1))
+			c1.Store(true)
+			_ = rc.Close()
+		}()
+		synctest.Wait()
+		if !c1.Load() {
+			t.Fatal("a client queued behind prefetch although a slot was free")
+		}
+		if p3.Load() {
+			t.Fatal("prefetch took the slot kept for clients")
+		}
+		_ = p1.Close()
+		synctest.Wait()
+		if !p3.Load() {
+			t.Fatal("prefetch did not get a slot when another prefetch finished")
+		}
+		_ = p2.Close()
+		if got := testutil.ToFloat64(l.inUse); got != 0 {
+			t.Errorf("connections in use = %v at the end", got)
+		}
+	})
+}

@@ -24,6 +24,9 @@ type limits struct {
 	budget *Budget
 	up     *bucket             // the upstream's bandwidth cap; nil: none
 	conns  *semaphore.Weighted // nil: no connection cap
+	// preConns keeps the last slot for clients: prefetch requests hold
+	// at most Connections-1 (nil when Connections is 1).
+	preConns *semaphore.Weighted
 	inUse  prometheus.Gauge
 	proxy  proxyFunc
 	// waiting counts requests queued for a connection slot.
@@ -35,18 +38,32 @@ func newLimits(host string, l config.Limits, b *Budget, proxy proxyFunc) *limits
 		inUse: b.m.connections.WithLabelValues(host)}
 	if l.Connections > 0 {
 		lim.conns = semaphore.NewWeighted(int64(l.Connections))
+		if l.Connections > 1 {
+			lim.preConns = semaphore.NewWeighted(int64(l.Connections - 1))
+		}
 		b.m.connCap.WithLabelValues(host).Set(float64(l.Connections))
 	}
 	return lim
 }
 
 // acquire takes a connection slot; release gives it back (call it once).
+// A prefetch request never takes the last free slot, so a client's
+// request does not queue behind a prefetch download.
 func (l *limits) acquire(ctx context.Context) (release func(), err error) {
+	var pre bool
 	if l.conns != nil {
 		l.waiting.Add(1)
-		err := l.conns.Acquire(ctx, 1)
-		l.waiting.Add(-1)
-		if err != nil {
+		defer l.waiting.Add(-1)
+		if l.preConns != nil && ClassOf(ctx) == ClassPrefetch {
+			if err := l.preConns.Acquire(ctx, 1); err != nil {
+				return nil, err
+			}
+			pre = true
+		}
+		if err := l.conns.Acquire(ctx, 1); err != nil {
+			if pre {
+				l.preConns.Release(1)
+			}
 			return nil, err
 		}
 	}
@@ -57,6 +74,9 @@ func (l *limits) acquire(ctx context.Context) (release func(), err error) {
 			l.inUse.Dec()
 			if l.conns != nil {
 				l.conns.Release(1)
+			}
+			if pre {
+				l.preConns.Release(1)
 			}
 		})
 	}, nil
