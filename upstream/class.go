@@ -1,6 +1,10 @@
 package upstream
 
-import "context"
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
 
 // Class is the kind of traffic a request carries, for the link budget:
 // client traffic goes first, prefetch yields to it (config.Link).
@@ -50,3 +54,31 @@ func classFunc(ctx context.Context) func() Class {
 
 // ClassOf returns the class of ctx's requests now.
 func ClassOf(ctx context.Context) Class { return classFunc(ctx)() }
+
+// Waiters tracks who waits on one shared download, such as a blob fill
+// that several requests read: its Class is ClassClient while at least one
+// client-class waiter is joined, and ClassPrefetch otherwise (a prefetch
+// run, or a download that every client has left). Give the download's
+// context WithClassFunc(ctx, w.Class), and Join every reader with its own
+// request context. The zero value is ready to use.
+type Waiters struct {
+	clients atomic.Int64
+}
+
+// Join adds a waiter of ctx's class; leave removes it (call it once).
+func (w *Waiters) Join(ctx context.Context) (leave func()) {
+	if ClassOf(ctx) != ClassClient {
+		return func() {}
+	}
+	w.clients.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { w.clients.Add(-1) }) }
+}
+
+// Class is the download's class now.
+func (w *Waiters) Class() Class {
+	if w.clients.Load() > 0 {
+		return ClassClient
+	}
+	return ClassPrefetch
+}
