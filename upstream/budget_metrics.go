@@ -13,6 +13,7 @@ type budgetMetrics struct {
 	waited      *prometheus.HistogramVec
 	connections *prometheus.GaugeVec
 	connCap     *prometheus.GaugeVec
+	connWait    *prometheus.HistogramVec
 	shared      prometheus.Gauge
 }
 
@@ -39,6 +40,11 @@ func newBudgetMetrics(reg prometheus.Registerer) (*budgetMetrics, error) {
 			Name: "stowage_upstream_connections_limit",
 			Help: "Configured cap of concurrent requests, by upstream (absent: no cap).",
 		}, []string{"upstream"}),
+		connWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stowage_upstream_connection_wait_seconds",
+			Help:    "Time a request to a connection-capped upstream waited for a slot, by upstream and class.",
+			Buckets: []float64{0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300},
+		}, []string{"upstream", "class"}),
 		shared: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "stowage_budget_shared",
 			Help: "1 while the bandwidth budgets are shared through Redis, 0 while this process falls back to its own limits.",
@@ -47,7 +53,7 @@ func newBudgetMetrics(reg prometheus.Registerer) (*budgetMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.capacity, m.waited, m.connections, m.connCap, m.shared} {
+	for _, c := range []prometheus.Collector{m.bytes, m.capacity, m.waited, m.connections, m.connCap, m.connWait, m.shared} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("upstream: budget metrics: %w", err)
 		}

@@ -312,3 +312,26 @@ func TestBudgetConnectionsKeepASlotForClients(t *testing.T) {
 		}
 	})
 }
+
+func TestBudgetClientCountsFromRequestStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newTestBudget(t, config.Link{Bandwidth: 1_000_000, PrefetchShare: 30})
+		l := newLimits("a.test", config.Limits{Bandwidth: 2_000_000}, b, viaProxy("http://proxy.corp:3128"))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://a.test/v2/x/blobs/y", nil)
+		link := b.linkBucket("proxy.corp:3128")
+
+		if done := l.early(WithClass(t.Context(), ClassPrefetch), req); link.clients != 0 {
+			t.Error("a prefetch request counted as a waiting client")
+		} else {
+			done()
+		}
+		done := l.early(t.Context(), req)
+		if busy, _ := link.busy(); !busy || l.up.clients != 1 {
+			t.Error("a client request waiting for its headers does not hold prefetch back")
+		}
+		done()
+		if busy, _ := link.busy(); busy || l.up.clients != 0 {
+			t.Error("the early count outlived the request")
+		}
+	})
+}

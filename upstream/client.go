@@ -233,6 +233,8 @@ func (c *Client) doEndpoint(ctx context.Context, ep *endpoint, r request) (*resp
 		cancel()
 		return nil, c.red.Error(fmt.Errorf("upstream %s: waiting for a connection slot: %w", c.host, err))
 	}
+	early := c.limits.early(ctx, req)
+	defer early()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		release()

@@ -54,7 +54,14 @@ func (l *limits) acquire(ctx context.Context) (release func(), err error) {
 	if l.conns != nil {
 		l.waiting.Add(1)
 		defer l.waiting.Add(-1)
-		if l.preConns != nil && ClassOf(ctx) == ClassPrefetch {
+		cls := ClassOf(ctx)
+		start := time.Now()
+		defer func() {
+			if err == nil {
+				l.budget.m.connWait.WithLabelValues(l.host, min(cls, ClassPrefetch).String()).Observe(time.Since(start).Seconds())
+			}
+		}()
+		if l.preConns != nil && cls == ClassPrefetch {
 			if err := l.preConns.Acquire(ctx, 1); err != nil {
 				return nil, err
 			}
@@ -82,13 +89,32 @@ func (l *limits) acquire(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
-// wrap paces resp's body and releases the connection slot when it is
-// closed. The link is the forward proxy of the final request (after
-// redirects), as the transport chose it.
-func (l *limits) wrap(ctx context.Context, resp *http.Response, release func()) io.ReadCloser {
+// early counts a client request as active on its budgets from its start,
+// before its body exists, so prefetch yields while the client waits for
+// the answer's headers too; call the returned func once the body is
+// wrapped (wrap counts it from then on) or the request failed.
+func (l *limits) early(ctx context.Context, req *http.Request) (done func()) {
+	cls := min(ClassOf(ctx), ClassPrefetch)
+	if cls != ClassClient {
+		return func() {}
+	}
+	_, buckets := l.buckets(req)
+	for _, bk := range buckets {
+		bk.join(cls)
+	}
+	return func() {
+		for _, bk := range buckets {
+			bk.leave(cls)
+		}
+	}
+}
+
+// buckets are the budgets req draws on, its upstream's and its link's,
+// and the name of its link (the forward proxy the transport picks for it).
+func (l *limits) buckets(req *http.Request) (string, []*bucket) {
 	link := "direct"
-	if l.proxy != nil && resp.Request != nil {
-		if u, err := l.proxy(resp.Request); err == nil {
+	if l.proxy != nil && req != nil {
+		if u, err := l.proxy(req); err == nil {
 			link = linkName(u)
 		}
 	}
@@ -99,6 +125,14 @@ func (l *limits) wrap(ctx context.Context, resp *http.Response, release func()) 
 	if bk := l.budget.linkBucket(link); bk != nil {
 		buckets = append(buckets, bk)
 	}
+	return link, buckets
+}
+
+// wrap paces resp's body and releases the connection slot when it is
+// closed. The link is the forward proxy of the final request (after
+// redirects), as the transport chose it.
+func (l *limits) wrap(ctx context.Context, resp *http.Response, release func()) io.ReadCloser {
+	link, buckets := l.buckets(resp.Request)
 	r := &budgetReader{
 		body: resp.Body, ctx: ctx, class: classFunc(ctx), buckets: buckets,
 		release: release, m: l.budget.m, chunk: 32 << 10,
