@@ -27,8 +27,8 @@ type limits struct {
 	// preConns keeps the last slot for clients: prefetch requests hold
 	// at most Connections-1 (nil when Connections is 1).
 	preConns *semaphore.Weighted
-	inUse  prometheus.Gauge
-	proxy  proxyFunc
+	inUse    prometheus.Gauge
+	proxy    proxyFunc
 	// waiting counts requests queued for a connection slot.
 	waiting atomic.Int64
 }
