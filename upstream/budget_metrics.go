@@ -47,7 +47,7 @@ func newBudgetMetrics(reg prometheus.Registerer) (*budgetMetrics, error) {
 		}, []string{"upstream", "class"}),
 		shared: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "stowage_budget_shared",
-			Help: "1 while the bandwidth budgets are shared through Redis, 0 while this process falls back to its own limits.",
+			Help: "1 while the bandwidth budgets are shared through Redis; 0 without Redis, or while this process falls back to its own limits because Redis fails.",
 		}),
 	}
 	if reg == nil {

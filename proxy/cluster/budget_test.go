@@ -244,7 +244,7 @@ func TestRedisBudgetFallsBackWhenRedisFails(t *testing.T) {
 		t.Errorf("no fallback log line; logs: %s", logs.String())
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP stowage_budget_shared 1 while the bandwidth budgets are shared through Redis, 0 while this process falls back to its own limits.
+# HELP stowage_budget_shared 1 while the bandwidth budgets are shared through Redis; 0 without Redis, or while this process falls back to its own limits because Redis fails.
 # TYPE stowage_budget_shared gauge
 stowage_budget_shared 0
 `), "stowage_budget_shared"); err != nil {
