@@ -56,6 +56,10 @@ type Config struct {
 
 	// Prefetch lists images to keep warm.
 	Prefetch Prefetch `yaml:"prefetch"`
+
+	// Link budgets the bandwidth of each forward proxy shared by several
+	// upstreams, and the share prefetch may take of it while clients wait.
+	Link Link `yaml:"link"`
 }
 
 // Storage selects the cache backend.

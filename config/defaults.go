@@ -37,6 +37,7 @@ func Default() *Config {
 		},
 		Log:      Log{Format: "json", Level: "info"},
 		Prefetch: Prefetch{Concurrency: 4},
+		Link:     Link{PrefetchShare: 30},
 	}
 }
 
@@ -77,7 +78,9 @@ func (c *Config) Validate() error {
 	}
 	for host, u := range c.Upstreams {
 		errs = append(errs, validateUpstream(host, u)...)
+		errs = append(errs, validateLimits(host, u.Limits)...)
 	}
+	errs = append(errs, validateLink(c.Link)...)
 	if c.Cache.TagTTL < 0 || c.Cache.MaxStale < 0 || c.Cache.TagsListTTL < 0 {
 		errs = append(errs, errors.New("cache durations must not be negative"))
 	}

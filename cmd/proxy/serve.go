@@ -73,13 +73,15 @@ func openStore(cfg *config.Config) (*storage.Store, error) {
 
 // upstreamFactory builds real upstream clients wired to the proxy's logger
 // and metrics.
-func upstreamFactory(cfg *config.Config, log *slog.Logger, observe func(string, int, int)) proxy.UpstreamFactory {
+// and metrics, all drawing on one bandwidth budget.
+func upstreamFactory(cfg *config.Config, log *slog.Logger, observe func(string, int, int), budget *upstream.Budget) proxy.UpstreamFactory {
 	return func(host string, u config.Upstream) (upstream.Registry, error) {
 		return upstream.New(host, u,
 			upstream.WithLogger(log),
 			upstream.WithUserAgent("stowage/"+version),
 			upstream.WithMaxManifestSize(cfg.Cache.MaxManifestSize),
 			upstream.WithRateLimitObserver(observe),
+			upstream.WithBudget(budget),
 		)
 	}
 }
@@ -97,6 +99,7 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 		}
 	}
 	opts := []proxy.Option{proxy.WithLogger(log), proxy.WithRegistry(reg)}
+	budgetOpts := []upstream.BudgetOption{upstream.WithBudgetLogger(log), upstream.WithBudgetRegisterer(reg)}
 	if cfg.Redis.Addr != "" {
 		rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
 		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second)
@@ -104,8 +107,17 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 			return nil, nil, errors.Join(err, store.Close())
 		}
 		opts = append(opts, proxy.WithCoordinator(leases))
+		shared, err := cluster.NewRedisBudget(rc, "stowage:")
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		budgetOpts = append(budgetOpts, upstream.WithBudgetStore(shared))
 	}
-	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe), opts...)
+	budget, err := upstream.NewBudget(cfg.Link, budgetOpts...)
+	if err != nil {
+		return nil, nil, errors.Join(err, store.Close())
+	}
+	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe, budget), opts...)
 	if err != nil {
 		return nil, nil, errors.Join(err, store.Close())
 	}
