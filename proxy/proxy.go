@@ -35,6 +35,7 @@ type options struct {
 	gatherer prometheus.Gatherer
 	now      func() time.Time
 	coord    Coordinator
+	peers    *PeerConfig
 }
 
 // WithLogger sets the logger (default: discard).
@@ -63,6 +64,7 @@ type Proxy struct {
 	fills   *fill.Registry
 	down    downHosts
 	coord   Coordinator
+	peer    *peering // nil: peer streaming off
 
 	metricsHandler http.Handler
 	manifestFlight singleflight.Group
@@ -107,6 +109,11 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		mem:       mem,
 		upstreams: map[string]upstream.Registry{},
 		tagPages:  newTagPageCache(),
+	}
+	if o.peers != nil {
+		if p.peer, err = newPeering(o.peers, o.coord); err != nil {
+			return nil, err
+		}
 	}
 	p.fills = fill.NewRegistry()
 	p.metricsHandler = promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{})
