@@ -69,7 +69,10 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 				rel()
 				return nil, true, p.finishFromStore(ctx, f, sg, cacheRepo)
 			}
-			return rel, false, nil
+			// Streamable to other replicas from the moment the lease
+			// names this one.
+			unown := p.peer.owned(f)
+			return func() { unown(); rel() }, false, nil
 		}
 		if done, err := p.waitOwner(ctx, f, sg, key, cacheRepo, deadline); done || err != nil {
 			return nil, done, err
@@ -104,6 +107,7 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 					Opts: peer.Options{Retries: 3, Backoff: 100 * time.Millisecond, Restarts: 3, Stall: p.peer.stall}}
 			}
 			err := p.followPeer(ctx, f, sg, fl, cacheRepo)
+			p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
 			switch {
 			case err == nil:
 				return true, nil
@@ -141,4 +145,15 @@ func (p *Proxy) leaseOwner(ctx context.Context, key string) (id, url string) {
 		return "", ""
 	}
 	return id, url
+}
+
+func streamOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "complete"
+	case errors.Is(err, peer.ErrOwnerGone):
+		return "owner_gone"
+	default:
+		return "failed"
+	}
 }

@@ -53,9 +53,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 			}
 			continue
 		}
-		unown := p.peer.owned(f)
 		err = p.download(ctx, f, cacheRepo, sg)
-		unown()
 		release()
 		return err
 	}

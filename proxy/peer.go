@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/proxy/internal/fill"
 	"github.com/stowage/stowage/proxy/internal/peer"
@@ -34,7 +36,7 @@ type PeerConfig struct {
 	// dial and response-header timeouts and no overall timeout).
 	Client *http.Client
 	// Stall ends a peer stream that delivered nothing for this long
-	// (default 30s); the waiting replica then resumes, or waits for the
+	// (default 10s); the waiting replica then resumes, or waits for the
 	// commit.
 	Stall time.Duration
 }
@@ -58,12 +60,15 @@ type peering struct {
 	client *http.Client
 	stall  time.Duration
 	owners LeaseOwners // nil: streaming from others is off (serving stays on)
+	// streams counts follows by outcome; received counts streamed bytes.
+	streams  *prometheus.CounterVec
+	received prometheus.Counter
 
 	mu          sync.Mutex
 	downloading map[digest.Digest]*fill.Fill // the fills this replica downloads under a lease
 }
 
-func newPeering(c *PeerConfig, coord Coordinator) (*peering, error) {
+func newPeering(c *PeerConfig, coord Coordinator, reg prometheus.Registerer, log *slog.Logger) (*peering, error) {
 	if len(c.Secret) < 16 {
 		return nil, errors.New("proxy: the peer streaming secret must be at least 16 bytes")
 	}
@@ -79,9 +84,25 @@ func newPeering(c *PeerConfig, coord Coordinator) (*peering, error) {
 		}}
 	}
 	if pr.stall <= 0 {
-		pr.stall = 30 * time.Second
+		pr.stall = 10 * time.Second
 	}
 	pr.owners, _ = coord.(LeaseOwners)
+	if pr.owners == nil {
+		log.Warn("peer streaming: the fill coordinator records no lease owners; this replica serves its fills but waits for other replicas' commits")
+	}
+	pr.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stowage_peer_streams_total",
+		Help: "Fills streamed from another replica, by outcome: complete, owner_gone (waited for the commit or took over), failed.",
+	}, []string{"outcome"})
+	pr.received = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "stowage_peer_bytes_total",
+		Help: "Bytes streamed from other replicas' running fills.",
+	})
+	for _, c := range []prometheus.Collector{pr.streams, pr.received} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: metrics: %w", err)
+		}
+	}
 	return pr, nil
 }
 

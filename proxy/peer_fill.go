@@ -73,6 +73,9 @@ func (s *fillSink) Append(b []byte) error {
 		return fmt.Errorf("write staging file: %w", err)
 	}
 	s.sg.h.Write(b)
+	if s.p.peer != nil {
+		s.p.peer.received.Add(float64(len(b)))
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -198,6 +199,14 @@ func TestPeerStreamWhileOwnerDownloads(t *testing.T) {
 	}
 	waiterB.readN(t, 512<<10)
 	waiterC.readN(t, 512<<10)
+	// A range that reaches the end is served from the stream too.
+	rctx, rcancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer rcancel()
+	ranged := &pull{resp: c.get(rctx, http.MethodGet, "/v2/library/peer/blobs/"+d.String(), http.Header{"Range": {"bytes=1000-"}})}
+	if ranged.resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("range on the waiter: %s", ranged.resp.Status)
+	}
+	ranged.readN(t, 4096)
 	t.Logf("headers: owner's client after %s, waiters' after %s and %s (upstream still held)",
 		owner.first.Sub(start), waiterB.first.Sub(start), waiterC.first.Sub(start))
 	// The upstream is still held: every client got bytes before the
@@ -211,6 +220,11 @@ func TestPeerStreamWhileOwnerDownloads(t *testing.T) {
 			}
 		})
 	}
+	wg.Go(func() {
+		if n, err := ranged.rest(4096, size-1000); err != nil {
+			t.Errorf("ranged client: %d bytes: %v", n, err)
+		}
+	})
 	wg.Wait()
 	if n := a.up.Count(testenv.BlobGet); n != 1 {
 		t.Fatalf("upstream blob GETs = %d, want 1", n)
@@ -360,4 +374,59 @@ func TestPeerEndpointNotOnClientAPI(t *testing.T) {
 			t.Fatalf("%s on the client API: %s, %d bytes", path, resp.Status, len(body))
 		}
 	}
+}
+
+// TestPeerOwnerUnreachable: the owner's internal endpoint cannot be reached
+// while its lease is alive: the other replica waits for the commit as
+// without peer streaming, and never downloads a second time.
+func TestPeerOwnerUnreachable(t *testing.T) {
+	t.Parallel()
+	rs := newReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	const size = 2 << 20
+	d := a.seedBlob("library/peer:v1", size, 36)
+	release := make(chan struct{})
+	a.up.SetFault(testenv.StallBlobs(1<<20, release))
+	a.up.ResetCounts()
+	a.internal.Close() // the owner is up, its internal endpoint is not
+
+	owner := startPull(t, a.env, d)
+	owner.readN(t, 256<<10)
+	got := make(chan error, 1)
+	go func() {
+		dg, n, err := fullPull(t, b.env, d)
+		if err == nil && (dg != d || n != size) {
+			err = errors.New("wrong blob " + dg.String())
+		}
+		got <- err
+	}()
+	// The waiter keeps polling: let it try the owner a few times.
+	waitFor(t, "the waiter to try the owner", func() bool {
+		return a.up.Count(testenv.BlobGet) == 1 && peerStreams(t, b.env, "owner_gone") > 0
+	})
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	if _, err := owner.rest(256<<10, size); err != nil {
+		t.Fatalf("owner's client: %v", err)
+	}
+	if n := a.up.Count(testenv.BlobGet); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1", n)
+	}
+}
+
+// peerStreams reads stowage_peer_streams_total{outcome} from /metrics.
+func peerStreams(t *testing.T, e *env, outcome string) int {
+	resp := e.get(t.Context(), http.MethodGet, "/metrics", nil)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	prefix := `stowage_peer_streams_total{outcome="` + outcome + `"} `
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
 }

@@ -111,7 +111,7 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		tagPages:  newTagPageCache(),
 	}
 	if o.peers != nil {
-		if p.peer, err = newPeering(o.peers, o.coord); err != nil {
+		if p.peer, err = newPeering(o.peers, o.coord, o.reg, o.log); err != nil {
 			return nil, err
 		}
 	}

@@ -104,6 +104,11 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 			return nil, nil, errors.Join(err, store.Close())
 		}
 		opts = append(opts, proxy.WithCoordinator(leases))
+		popts, err := peerOptions(cfg, leases)
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		opts = append(opts, popts...)
 	}
 	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe), opts...)
 	if err != nil {
@@ -149,6 +154,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	internal, err := listenInternal(ctx, cfg, p, log)
+	if err != nil {
+		return errors.Join(err, ln.Close())
+	}
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -166,12 +175,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		return nil
 	})
+	g.Go(internal.serve)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
 		defer cancel()
 		log.Info("shutting down")
-		return srv.Shutdown(sctx)
+		return errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
 	})
 	return g.Wait()
 }
