@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -94,6 +95,7 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 		fl        *peer.Follower
 		following string // lease value of the owner fl follows
 		nextTry   time.Time
+		warned    bool // the owner's failure to stream was logged
 	)
 	for time.Now().Before(deadline) {
 		if _, serr := p.store.StatBlob(ctx, d); serr == nil {
@@ -102,7 +104,7 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 		id, url := p.leaseOwner(ctx, key)
 		if url != "" && (id+" "+url != following || time.Now().After(nextTry)) {
 			if id+" "+url != following {
-				following = id + " " + url
+				following, warned = id+" "+url, false
 				fl = &peer.Follower{Src: &httpSource{pr: p.peer, url: url, d: d}, Sink: &fillSink{p: p, f: f, sg: sg},
 					Opts: peer.Options{Retries: 3, Backoff: 100 * time.Millisecond, Restarts: 3, Stall: p.peer.stall}}
 			}
@@ -112,7 +114,11 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 			case err == nil:
 				return true, nil
 			case errors.Is(err, peer.ErrOwnerGone):
-				p.log.Info("cannot stream the fill from its owner; waiting for its commit", "digest", d, "owner", url, "err", err)
+				level := slog.LevelDebug // logged once per owner, retried every peerRetry
+				if !warned {
+					level, warned = slog.LevelInfo, true
+				}
+				p.log.Log(ctx, level, "cannot stream the fill from its owner; waiting for its commit", "digest", d, "owner", url, "err", err)
 				nextTry = time.Now().Add(peerRetry)
 				continue
 			case errors.Is(err, peer.ErrOwnerFailed):
