@@ -272,7 +272,7 @@ func (s *httpSource) Open(ctx context.Context, offset int64, gen string) (*peer.
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+s.pr.token)
-	resp, err := s.pr.client.Do(req)
+	resp, err := s.pr.client.Do(req) //nolint:bodyclose // the body goes to the Stream, which the follower closes
 	if err != nil {
 		return nil, err
 	}
