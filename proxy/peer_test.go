@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -123,20 +124,43 @@ type pull struct {
 
 func startPull(t *testing.T, e *env, d digest.Digest) *pull {
 	t.Helper()
-	// Bounded: a client that gets no headers fails the test instead of
-	// hanging it.
+	pl, err := tryPull(t, e, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+// tryPull starts a blob GET, bounded: a client that gets no headers fails
+// the test instead of hanging it. Safe in any goroutine.
+func tryPull(t *testing.T, e *env, d digest.Digest) (*pull, error) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
-	resp := e.get(ctx, http.MethodGet, "/v2/library/peer/blobs/"+d.String(), nil)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET blob: %s", resp.Status)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v2/library/peer/blobs/"+d.String(), nil)
+	if err != nil {
+		return nil, err
 	}
-	return &pull{resp: resp, first: time.Now()}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, errors.New("GET blob: " + resp.Status)
+	}
+	return &pull{resp: resp, first: time.Now()}, nil
 }
 
 // readN reads n bytes within a bound, failing the test otherwise.
 func (pl *pull) readN(t *testing.T, n int) {
 	t.Helper()
+	if err := pl.tryReadN(n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryReadN reads n bytes within 20s. Safe in any goroutine.
+func (pl *pull) tryReadN(n int) error {
 	done := make(chan error, 1)
 	go func() {
 		_, err := io.ReadFull(pl.resp.Body, make([]byte, n))
@@ -145,10 +169,11 @@ func (pl *pull) readN(t *testing.T, n int) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("reading the first %d bytes: %v", n, err)
+			return fmt.Errorf("reading the first %d bytes: %w", n, err)
 		}
+		return nil
 	case <-time.After(20 * time.Second):
-		t.Fatalf("no %d bytes within 20s", n)
+		return fmt.Errorf("no %d bytes within 20s", n)
 	}
 }
 
@@ -394,7 +419,13 @@ func TestPeerOwnerUnreachable(t *testing.T) {
 	owner.readN(t, 256<<10)
 	got := make(chan error, 1)
 	go func() {
-		dg, n, err := fullPull(t, b.env, d)
+		pl, err := tryPull(t, b.env, d)
+		if err != nil {
+			got <- err
+			return
+		}
+		defer pl.resp.Body.Close()
+		dg, n, err := readAllHash(pl.resp.Body)
 		if err == nil && (dg != d || n != size) {
 			err = errors.New("wrong blob " + dg.String())
 		}
@@ -429,4 +460,62 @@ func peerStreams(t *testing.T, e *env, outcome string) int {
 		}
 	}
 	return 0
+}
+
+// TestPeerStreamStorm: 30 cold clients spread over three replicas pull one
+// blob while the owner's upstream is held after 1 MiB: every client gets
+// its first bytes before the upstream may finish, all get the verified
+// blob, and the upstream sees one GET. The spread of first bytes is logged
+// (no timing assertion).
+func TestPeerStreamStorm(t *testing.T) {
+	t.Parallel()
+	rs := newReplicas(t, 3)
+	const size = 8 << 20
+	d := rs[0].seedBlob("library/peer:v1", size, 37)
+	release := make(chan struct{})
+	rs[0].up.SetFault(testenv.Chain(testenv.SlowBlobs(256<<10, 10*time.Millisecond), testenv.StallBlobs(1<<20, release)))
+	rs[0].up.ResetCounts()
+
+	start := time.Now()
+	firsts := make(chan time.Duration, 30)
+	pulls := make(chan *pull, 30)
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			pl, err := tryPull(t, rs[i%3].env, d)
+			if err == nil {
+				err = pl.tryReadN(64 << 10)
+			}
+			if err != nil {
+				t.Errorf("client %d: %v", i, err)
+				return
+			}
+			firsts <- time.Since(start)
+			pulls <- pl
+		})
+	}
+	wg.Wait() // every client has bytes; the upstream is still held
+	if t.Failed() {
+		close(release)
+		t.FailNow()
+	}
+	close(firsts)
+	close(pulls)
+	lo, hi := time.Hour, time.Duration(0)
+	for f := range firsts {
+		lo, hi = min(lo, f), max(hi, f)
+	}
+	t.Logf("first 64 KiB: fastest client after %s, slowest after %s (spread %s)", lo, hi, hi-lo)
+	close(release)
+	for pl := range pulls {
+		wg.Go(func() {
+			if n, err := pl.rest(64<<10, size); err != nil {
+				t.Errorf("client: %d bytes: %v", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := rs[0].up.Count(testenv.BlobGet); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1", n)
+	}
 }
