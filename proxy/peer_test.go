@@ -519,3 +519,44 @@ func TestPeerStreamStorm(t *testing.T) {
 		t.Fatalf("upstream blob GETs = %d, want 1", n)
 	}
 }
+
+// TestPeerStreamOwnerRestarts: the owner's first attempt sends a wrong byte
+// and breaks; its retry (from a server that ignores Range) finds the
+// difference and rewinds: a new generation. The waiting replica's client,
+// which had bytes of the old generation, is cut short; the waiting replica
+// follows the new generation, and a later client gets the verified blob.
+func TestPeerStreamOwnerRestarts(t *testing.T) {
+	t.Parallel()
+	rs := newReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	const size = 4 << 20
+	d := a.seedBlob("library/peer:v1", size, 38)
+	release := make(chan struct{})
+	a.up.SetFault(testenv.FirstBlobGet(
+		testenv.Chain(testenv.CorruptThenCut(100<<10, 2<<20), testenv.StallBlobs(512<<10, release)),
+		testenv.IgnoreRange(nil)))
+	a.up.ResetCounts()
+
+	owner := startPull(t, a.env, d)
+	owner.readN(t, 256<<10)
+	waiter := startPull(t, b.env, d)
+	waiter.readN(t, 256<<10)
+	close(release)
+	for i, pl := range []*pull{owner, waiter} {
+		if n, err := pl.rest(256<<10, size); err == nil {
+			t.Fatalf("client %d: complete response (%d bytes) across a restart", i, n)
+		}
+	}
+	// The waiting replica went along with the restart and completed its
+	// fill from the owner's new generation.
+	waitFor(t, "the waiter's fill to complete", func() bool { return peerStreams(t, b.env, "complete") == 1 })
+	for _, r := range rs {
+		got, n, err := fullPull(t, r.env, d)
+		if err != nil || got != d || n != size {
+			t.Fatalf("after the restart: %s %d %v", got, n, err)
+		}
+	}
+	if n := a.up.Count(testenv.BlobGet); n != 2 {
+		t.Fatalf("upstream blob GETs = %d, want 2 (the broken attempt and the retry)", n)
+	}
+}
