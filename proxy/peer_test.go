@@ -42,6 +42,18 @@ type replica struct {
 // each advertising its internal endpoint in its leases.
 func newReplicas(t *testing.T, n int) []*replica {
 	t.Helper()
+	return newReplicasWith(t, n, replicaOptions{})
+}
+
+// replicaOptions adjust newReplicasWith.
+type replicaOptions struct {
+	stall time.Duration // PeerConfig.Stall
+	// wrapInternal wraps replica i's internal endpoint (fault injection).
+	wrapInternal func(i int, h http.Handler) http.Handler
+}
+
+func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
+	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
@@ -67,8 +79,11 @@ func newReplicas(t *testing.T, n int) []*replica {
 		if err := leases.Advertise("http://" + internal.Listener.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
-		e := newPeerEnv(t, up, root, leases)
+		e := newPeerEnv(t, up, root, leases, o.stall)
 		internal.Config.Handler = e.proxy.PeerHandler()
+		if o.wrapInternal != nil {
+			internal.Config.Handler = o.wrapInternal(i, internal.Config.Handler)
+		}
 		internal.Start()
 		t.Cleanup(internal.Close)
 		out[i] = &replica{env: e, internal: internal, leases: leases}
@@ -77,7 +92,7 @@ func newReplicas(t *testing.T, n int) []*replica {
 }
 
 // newPeerEnv is newEnv with peer streaming on.
-func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coordinator) *env {
+func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coordinator, stall time.Duration) *env {
 	t.Helper()
 	e := &env{t: t, up: up, upstream: up.URL, root: root, clock: &fakeClock{now: time.Now()}}
 	cfg := config.Default()
@@ -101,7 +116,7 @@ func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coo
 	e.store = store
 	factory := func(host string, u config.Upstream) (upstream.Registry, error) { return upstream.New(host, u) }
 	p, err := proxy.New(cfg, store, factory, proxy.WithCoordinator(coord),
-		proxy.WithPeers(proxy.PeerConfig{Secret: []byte(peerSecret)}))
+		proxy.WithPeers(proxy.PeerConfig{Secret: []byte(peerSecret), Stall: stall}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,5 +573,86 @@ func TestPeerStreamOwnerRestarts(t *testing.T) {
 	}
 	if n := a.up.Count(testenv.BlobGet); n != 2 {
 		t.Fatalf("upstream blob GETs = %d, want 2 (the broken attempt and the retry)", n)
+	}
+}
+
+// hangAfter sends the first n body bytes of the first response, then
+// nothing (until the request ends); later responses send nothing at all:
+// an owner that hangs (SIGSTOP) with its lease still alive.
+func hangAfter(n int64) func(int, http.Handler) http.Handler {
+	return func(i int, h http.Handler) http.Handler {
+		if i != 0 {
+			return h
+		}
+		var mu sync.Mutex
+		left := n
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			budget := left
+			left = 0
+			mu.Unlock()
+			h.ServeHTTP(&hangWriter{ResponseWriter: w, left: budget, done: r.Context().Done()}, r)
+		})
+	}
+}
+
+type hangWriter struct {
+	http.ResponseWriter
+	left int64
+	done <-chan struct{}
+}
+
+func (w *hangWriter) Write(b []byte) (int, error) {
+	if w.left <= 0 {
+		<-w.done
+		return 0, errors.New("hung")
+	}
+	n := min(int64(len(b)), w.left)
+	m, err := w.ResponseWriter.Write(b[:n])
+	w.left -= int64(m)
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	if err != nil || m == len(b) {
+		return m, err
+	}
+	<-w.done
+	return m, errors.New("hung")
+}
+
+func (w *hangWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// TestPeerOwnerHangs: the owner's internal endpoint stops sending while its
+// lease is alive: the waiting replica cuts the silent stream after the stall
+// timeout, retries, then waits for the commit, and completes its fill (whose
+// first bytes its client already has) from the committed blob, verified.
+// One upstream GET.
+func TestPeerOwnerHangs(t *testing.T) {
+	t.Parallel()
+	rs := newReplicasWith(t, 2, replicaOptions{stall: 200 * time.Millisecond, wrapInternal: hangAfter(300 << 10)})
+	a, b := rs[0], rs[1]
+	const size = 2 << 20
+	d := a.seedBlob("library/peer:v1", size, 39)
+	release := make(chan struct{})
+	a.up.SetFault(testenv.StallBlobs(1<<20, release))
+	a.up.ResetCounts()
+
+	owner := startPull(t, a.env, d)
+	owner.readN(t, 256<<10)
+	waiter := startPull(t, b.env, d)
+	waiter.readN(t, 256<<10)
+	waitFor(t, "the waiter to give up on the owner", func() bool { return peerStreams(t, b.env, "owner_gone") > 0 })
+	close(release)
+	for i, pl := range []*pull{owner, waiter} {
+		if n, err := pl.rest(256<<10, size); err != nil {
+			t.Fatalf("client %d: %d bytes: %v", i, n, err)
+		}
+	}
+	if n := a.up.Count(testenv.BlobGet); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1", n)
 	}
 }
