@@ -130,6 +130,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
+	if p.peer != nil {
+		p.peer.client.CloseIdleConnections()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error
