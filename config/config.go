@@ -51,6 +51,10 @@ type Config struct {
 	// replicas that share one storage backend.
 	Redis Redis `yaml:"redis"`
 
+	// Cluster configures peer streaming between replicas (the internal
+	// listener and its shared secret).
+	Cluster Cluster `yaml:"cluster"`
+
 	// Admin protects the admin API (/api/v1/...).
 	Admin Admin `yaml:"admin"`
 

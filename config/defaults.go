@@ -108,6 +108,7 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if c.Prefetch.Concurrency < 1 {
 		errs = append(errs, errors.New("prefetch.concurrency must be at least 1"))
 	}

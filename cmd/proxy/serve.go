@@ -112,6 +112,11 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 			return nil, nil, errors.Join(err, store.Close())
 		}
 		budgetOpts = append(budgetOpts, upstream.WithBudgetStore(shared))
+		popts, err := peerOptions(cfg, leases)
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		opts = append(opts, popts...)
 	}
 	budget, err := upstream.NewBudget(cfg.Link, budgetOpts...)
 	if err != nil {
@@ -161,6 +166,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	internal, err := listenInternal(ctx, cfg, p, log)
+	if err != nil {
+		return errors.Join(err, ln.Close())
+	}
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -178,12 +187,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		return nil
 	})
+	g.Go(internal.serve)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
 		defer cancel()
 		log.Info("shutting down")
-		return srv.Shutdown(sctx)
+		return errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
 	})
 	return g.Wait()
 }
