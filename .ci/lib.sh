@@ -26,6 +26,10 @@ REGCTL_VERSION=v0.11.7    # github.com/regclient/regclient/cmd/regctl
 # this pseudo-version is main as of 2026-08-31 (commit 97274622c111).
 CONFORMANCE_MODULE=github.com/opencontainers/distribution-spec/conformance
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+# SeaweedFS (Apache-2.0), an S3-compatible server for the object-storage
+# tests: no tags on the proxy; this pseudo-version is master as of 2026-11-09.
+WEED_MODULE=github.com/seaweedfs/seaweedfs
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 # ---------------------------------------------------------------- logging
 
@@ -276,6 +280,31 @@ need_conformance() {
     die "building $CONFORMANCE_MODULE@$CONFORMANCE_VERSION failed"
   fi
   mv -f "$tmp/suite" "$CONFORMANCE"
+  rm -rf "$tmp"
+}
+# need_weed: sets WEED to the SeaweedFS server binary, built once into
+# $TOOLS_BIN. Its go.mod has a replace directive, which `go install pkg@v`
+# refuses; so it is built from a temporary module that requires it and
+# repeats its replace lines (about 6 minutes on 2 cores, ~230 MB).
+# shellcheck disable=SC2034
+need_weed() {
+  WEED="$TOOLS_BIN/weed-$WEED_VERSION"
+  [[ -x "$WEED" ]] && return 0
+  log "building SeaweedFS weed $WEED_VERSION (first run only, several minutes)"
+  mkdir -p "$TOOLS_BIN"
+  local tmp modfile
+  tmp=$(mktemp -d "$TOOLS_DIR/.build-weed.XXXXXX")
+  if ! (cd "$tmp" && go mod init weed-build &&
+        modfile=$(go mod download -json "$WEED_MODULE@$WEED_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') &&
+        [[ -n "$modfile" ]] &&
+        { grep -E '^replace ' "$modfile" >>go.mod || true; } &&
+        go get "$WEED_MODULE/weed@$WEED_VERSION" &&
+        GOFLAGS=-trimpath CGO_ENABLED=0 go build -o "$tmp/weed" "$WEED_MODULE/weed") >"$tmp/build.log" 2>&1; then
+    tail -n 20 "$tmp/build.log" >&2
+    rm -rf "$tmp"
+    die "building $WEED_MODULE/weed@$WEED_VERSION failed"
+  fi
+  mv -f "$tmp/weed" "$WEED"
   rm -rf "$tmp"
 }
 # shellcheck disable=SC2034
