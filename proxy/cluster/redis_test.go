@@ -191,7 +191,7 @@ func TestNewRedisLeasesErrors(t *testing.T) {
 func TestRedisLeasesHangingRedis(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hangingRedis{}
-		opt := clientOptions("hanging:6379", "", 0, 300*time.Millisecond)
+		opt := clientOptions("127.0.0.1:1", "", 0, 300*time.Millisecond) // an IP: no DNS inside the bubble
 		opt.Dialer = h.dial
 		c := redis.NewClient(opt)
 		defer h.close()
