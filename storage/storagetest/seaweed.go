@@ -4,27 +4,42 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
+	"github.com/aws/aws-sdk-go/aws/credentials"
+	"github.com/aws/aws-sdk-go/aws/session"
+	"github.com/aws/aws-sdk-go/service/s3"
 )
 
 // WeedEnv names the environment variable holding the path of a SeaweedFS
 // `weed` binary; .ci/test.sh builds one (.ci/lib.sh need_weed) and sets it.
 const WeedEnv = "STOWAGE_WEED"
 
+// The credentials of the one identity an S3Server knows.
+const (
+	S3AccessKey = "stowage"
+	S3SecretKey = "stowage-secret"
+)
+
 // S3Server is a real S3-compatible server (SeaweedFS) on loopback, for the
-// object-storage tests. Its S3 API accepts anonymous requests.
+// object-storage tests. Its S3 API takes requests signed with S3AccessKey
+// and S3SecretKey.
 type S3Server struct {
 	// Endpoint is the S3 API's URL, e.g. http://127.0.0.1:41234.
 	Endpoint string
+	client   *s3.S3
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logPath  string
@@ -46,6 +61,13 @@ func StartS3(t testing.TB) *S3Server {
 		t.Skip(msg)
 	}
 	dir := t.TempDir()
+	// One identity: signed requests are checked, as on a real store (an
+	// unknown key would be retried by the SDK for seconds).
+	ident := fmt.Sprintf(`{"identities":[{"name":"stowage","credentials":[{"accessKey":%q,"secretKey":%q}],`+
+		`"actions":["Admin","Read","Write","List","Tagging"]}]}`, S3AccessKey, S3SecretKey)
+	if err := os.WriteFile(filepath.Join(dir, "s3.json"), []byte(ident), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ports := freePorts(t, 8)
 	s3Port := ports[6]
 	args := []string{
@@ -59,6 +81,7 @@ func StartS3(t testing.TB) *S3Server {
 		"-s3", "-s3.port=" + s3Port, "-s3.port.grpc=" + ports[7],
 		"-s3.localSocket=" + filepath.Join(dir, "s3.sock"),
 		"-s3.port.iceberg=0", "-s3.port.lance=0",
+		"-s3.config=" + filepath.Join(dir, "s3.json"),
 		"-master.telemetry=false",
 		"-master.volumeSizeLimitMB=256",
 		"-volume.max=0",
@@ -80,11 +103,19 @@ func StartS3(t testing.TB) *S3Server {
 	s := &S3Server{Endpoint: "http://127.0.0.1:" + s3Port, cmd: cmd, exited: make(chan struct{}), logPath: logPath}
 	go func() { _ = cmd.Wait(); _ = logf.Close(); close(s.exited) }()
 	t.Cleanup(s.stop)
-	// A bucket can be created once master, volume, filer and gateway are
-	// up: try for at most 90 s (a loaded CI machine).
+	s.client = s3.New(session.Must(session.NewSession(aws.NewConfig().
+		WithCredentials(credentials.NewStaticCredentials(S3AccessKey, S3SecretKey, "")).
+		WithEndpoint(s.Endpoint).WithRegion("us-east-1").
+		WithS3ForcePathStyle(true).WithDisableSSL(true).WithMaxRetries(0))))
+	// Ready once master, volume, filer and gateway take a bucket and an
+	// object (the first write of a fresh server takes seconds): try for
+	// at most 90 s (a loaded CI machine).
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		err := s.createBucket("stowage-ready")
+		if err == nil {
+			err = s.put("stowage-ready", "warm-up")
+		}
 		if err == nil {
 			break
 		}
@@ -114,8 +145,8 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 }
 
 // DriverParameters returns parameters of the s3 driver for bucket on this
-// server (anonymous, path style, plain HTTP), as a storage.s3 config
-// section would hold them.
+// server (path style, plain HTTP), as a storage.s3 config section would
+// hold them.
 func (s *S3Server) DriverParameters(bucket, rootDirectory string) map[string]any {
 	return map[string]any{
 		"bucket":         bucket,
@@ -124,28 +155,29 @@ func (s *S3Server) DriverParameters(bucket, rootDirectory string) map[string]any
 		"forcepathstyle": true,
 		"secure":         false,
 		"rootdirectory":  rootDirectory,
-		// Anonymous on SeaweedFS; the driver signs with these anyway.
-		"accesskey": "stowage",
-		"secretkey": "stowage-secret",
+		"accesskey": S3AccessKey,
+		"secretkey": S3SecretKey,
 	}
 }
 
 func (s *S3Server) createBucket(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, s.Endpoint+"/"+name, nil)
-	if err != nil {
-		return err
+	_, err := s.client.CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+	var ae awserr.Error
+	if errors.As(err, &ae) && (ae.Code() == s3.ErrCodeBucketAlreadyOwnedByYou || ae.Code() == s3.ErrCodeBucketAlreadyExists) {
+		return nil
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
-		return fmt.Errorf("create bucket %s: %s", name, resp.Status)
-	}
-	return nil
+	return err
+}
+
+func (s *S3Server) put(bucket, key string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := s.client.PutObjectWithContext(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(key),
+	})
+	return err
 }
 
 func (s *S3Server) stop() {
