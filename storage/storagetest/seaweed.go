@@ -48,7 +48,8 @@ type S3Server struct {
 // StartS3 starts SeaweedFS (`weed server` with its S3 gateway) in a
 // temporary directory, on free loopback ports, and stops it when t ends.
 // Without STOWAGE_WEED it skips t (a developer machine), except in CI
-// (CI set) where the object-storage tests must run: then it fails.
+// (CI set) where the object-storage tests must run: then it fails. t must
+// not be parallel (it sets AWS_CA_BUNDLE).
 func StartS3(t testing.TB) *S3Server {
 	t.Helper()
 	bin := os.Getenv(WeedEnv)
@@ -60,6 +61,11 @@ func StartS3(t testing.TB) *S3Server {
 		}
 		t.Skip(msg)
 	}
+	// With AWS_CA_BUNDLE set, the AWS SDK installs its CA bundle into
+	// http.DefaultClient's transport whenever a driver is created (a
+	// process-wide write that races with any test client using it). The
+	// server is plain HTTP: no bundle. (t.Setenv: not in parallel tests.)
+	t.Setenv("AWS_CA_BUNDLE", "")
 	dir := t.TempDir()
 	// One identity: signed requests are checked, as on a real store (an
 	// unknown key would be retried by the SDK for seconds).
