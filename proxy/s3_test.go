@@ -135,7 +135,7 @@ func TestS3ClusterOneDownload(t *testing.T) {
 		wg.Go(func() {
 			got, n, code, err := getHash(t.Context(), r.srv.URL+"/v2/library/s3/blobs/"+d.String())
 			if err != nil || code != http.StatusOK || got != d || n != size {
-				errs <- fmt.Errorf("client %d: %d, %d bytes, %s, %v", i, code, n, got, err)
+				errs <- fmt.Errorf("client %d: %d, %d bytes, %s: %w", i, code, n, got, err)
 			}
 		})
 	}

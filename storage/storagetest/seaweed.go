@@ -97,7 +97,8 @@ func StartS3(t testing.TB) *S3Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
+	// Stopped by the cleanup (TERM to its group, then KILL), not by a context.
+	cmd := exec.CommandContext(context.Background(), bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = dir
 	// Its own process group, so that stopping it stops every child.
@@ -220,7 +221,7 @@ func freePorts(t testing.TB, n int) []string {
 	}()
 	ports := make([]string, 0, n)
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
