@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -135,7 +136,7 @@ func TestS3ClusterOneDownload(t *testing.T) {
 		wg.Go(func() {
 			got, n, code, err := getHash(t.Context(), r.srv.URL+"/v2/library/s3/blobs/"+d.String())
 			if err != nil || code != http.StatusOK || got != d || n != size {
-				errs <- fmt.Errorf("client %d: %d, %d bytes, %s: %w", i, code, n, got, err)
+				errs <- errors.Join(fmt.Errorf("client %d: %d, %d bytes, %s", i, code, n, got), err)
 			}
 		})
 	}

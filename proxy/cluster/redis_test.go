@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stowage/stowage/proxy/internal/testenv"
 )
 
 const realRedis = "127.0.0.1:6379"
@@ -269,8 +271,8 @@ func TestRedisLeasesHangingRedis(t *testing.T) {
 // goroutine ends with it.
 func TestRedisLeasesHangAfterAcquire(t *testing.T) {
 	needRedis(t)
-	p := newFreezableProxy(t, realRedis)
-	c := NewRedisClient(p.addr(), "", 0, 300*time.Millisecond)
+	p := testenv.NewFreezableTCP(t, realRedis)
+	c := NewRedisClient(p.Addr(), "", 0, 300*time.Millisecond)
 	defer c.Close()
 	prefix := testPrefix(t)
 	l := newLeases(t, c, prefix, 30*time.Second, WithTimeout(300*time.Millisecond), WithBackoff(time.Minute))
@@ -279,7 +281,7 @@ func TestRedisLeasesHangAfterAcquire(t *testing.T) {
 	if err != nil || !ok || l.Unavailable() {
 		t.Fatalf("acquire through the proxy: %v, %v", ok, err)
 	}
-	p.frozen.Store(true)
+	p.Freeze()
 	done := make(chan struct{})
 	go func() { rel(); close(done) }()
 	select {
