@@ -162,8 +162,8 @@ func (s *S3Server) DriverParameters(bucket, rootDirectory string) map[string]any
 		"forcepathstyle": true,
 		"secure":         false,
 		"rootdirectory":  rootDirectory,
-		"accesskey": S3AccessKey,
-		"secretkey": S3SecretKey,
+		"accesskey":      S3AccessKey,
+		"secretkey":      S3SecretKey,
 	}
 }
 
