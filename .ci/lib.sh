@@ -346,6 +346,52 @@ EOF
   wait_url "http://127.0.0.1:$port/v2/" 30 "$BG_PID" || { tail -n 20 "$WORK/logs/$name.log" >&2; die "$name did not start"; }
 }
 
+# start_s3 NAME DIR BUCKET: a SeaweedFS server (need_weed) with its S3
+# gateway on free 127.0.0.1 ports, data under DIR, one identity
+# (S3_ACCESS_KEY/S3_SECRET_KEY) and BUCKET created; sets S3_ENDPOINT and
+# BG_PID. The storage.s3 section for Stowage (or a registry) is then:
+#   {bucket: BUCKET, region: us-east-1, regionendpoint: $S3_ENDPOINT,
+#    forcepathstyle: true, secure: false, accesskey: ..., secretkey: ...}
+S3_ACCESS_KEY=stowage
+S3_SECRET_KEY=stowage-secret
+start_s3() {
+  local name=$1 dir=$2 bucket=$3 p i code
+  [[ -n "${WEED:-}" ]] || need_weed
+  mkdir -p "$dir"
+  printf '{"identities":[{"name":"stowage","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+    "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$dir/s3.json"
+  local ports=()
+  for i in 1 2 3 4 5 6 7 8; do
+    p=$(free_port)
+    while [[ " ${ports[*]} " == *" $p "* ]]; do p=$(free_port); done
+    ports+=("$p")
+  done
+  bg_start "$name" "$WEED" server -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" \
+    -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" -volume.max=0 \
+    -filer -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" -filer.localSocket="$dir/filer.sock" \
+    -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.localSocket="$dir/s3.sock" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
+    -master.telemetry=false -master.volumeSizeLimitMB=256
+  S3_ENDPOINT="http://127.0.0.1:${ports[6]}"
+  # Ready when the bucket and a first object are taken (the first write of
+  # a fresh server takes seconds): at most 90 s.
+  for ((i = 0; i < 900; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --aws-sigv4 "aws:amz:us-east-1:s3" \
+      --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT "$S3_ENDPOINT/$bucket" 2>/dev/null || true)
+    if [[ $code == 200 || $code == 409 ]]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 15 --aws-sigv4 "aws:amz:us-east-1:s3" \
+        --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+        -X PUT --data-binary ready "$S3_ENDPOINT/$bucket/.ready" 2>/dev/null || true)
+      [[ $code == 200 ]] && return 0
+    fi
+    kill -0 "$BG_PID" 2>/dev/null || { tail -n 20 "$WORK/logs/$name.log" >&2; die "$name exited"; }
+    sleep 0.1
+  done
+  tail -n 20 "$WORK/logs/$name.log" >&2
+  die "$name: S3 not ready after 90s"
+}
+
 # build_stowage: builds ./cmd/proxy once per run into $WORK/bin/stowage
 # (or uses $STOWAGE_BIN); sets STOWAGE.
 build_stowage() {
