@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/storagetest"
 )
@@ -104,6 +107,30 @@ log:
 	// A hit is served from the bucket: the upstream is gone.
 	upSrv.Close()
 	pull()
+
+	// storage.redirect: true opens a store that presigns blob URLs.
+	rcfg := config.Default()
+	rcfg.Storage = config.Storage{Driver: "s3", S3: params, Redirect: true}
+	if err := rcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := openStore(rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	u, err := rs.BlobURL(httptest.NewRequest(http.MethodGet, "/v2/team/app/blobs/"+layers[0].String(), nil), layers[0])
+	if err != nil || !strings.HasPrefix(u, s3srv.Endpoint+"/"+bucket+"/cache/") {
+		t.Fatalf("BlobURL with storage.redirect = %q, %v", u, err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
+		t.Fatalf("GET of the presigned URL: %s, %d bytes", resp.Status, resp.ContentLength)
+	}
 }
 
 // readLayer reads a layer fully (go-containerregistry verifies its digest

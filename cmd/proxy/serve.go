@@ -158,8 +158,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "root", cfg.Storage.Root, "driver", cfg.Storage.Driver,
-		"default_upstream", cfg.DefaultUpstream, "version", version)
+	where := []any{"root", cfg.Storage.Root}
+	if cfg.Storage.Driver == "s3" {
+		where = []any{"bucket", cfg.Storage.S3["bucket"], "rootdirectory", cfg.Storage.S3["rootdirectory"], "redirect", cfg.Storage.Redirect}
+	}
+	log.Info("serving", append([]any{"listen", ln.Addr().String(), "driver", cfg.Storage.Driver}, append(where,
+		"default_upstream", cfg.DefaultUpstream, "version", version)...)...)
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
