@@ -131,6 +131,42 @@ log:
 	if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
 		t.Fatalf("GET of the presigned URL: %s, %d bytes", resp.Status, resp.ContentLength)
 	}
+
+	// A server with storage.redirect: true sends a cached blob's GET to
+	// the bucket (the client follows and gets the right bytes) and still
+	// answers HEAD itself.
+	redirCfg := filepath.Join(dir, "redirect.yaml")
+	if err := os.WriteFile(redirCfg, []byte(strings.Replace(cfg, "storage:\n", "storage:\n  redirect: true\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raddr := startServe(t, "--config", redirCfg)
+	blobURL := "http://" + raddr + "/v2/team/app/blobs/" + layers[0].String()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Get(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, s3srv.Endpoint+"/"+bucket+"/cache/") {
+		t.Fatalf("GET with storage.redirect: %s, Location %q", resp.Status, loc)
+	}
+	resp, err = http.Get(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layers[0] {
+		t.Fatalf("followed redirect: %s, %d bytes, digest %s, want %s (%v)", resp.Status, len(body), digest.FromBytes(body), layers[0], err)
+	}
+	resp, err = noFollow.Head(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD with storage.redirect: %s", resp.Status)
+	}
 }
 
 // readLayer reads a layer fully (go-containerregistry verifies its digest
