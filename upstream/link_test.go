@@ -81,10 +81,10 @@ func TestLinkBudgetOnARealLink(t *testing.T) {
 	t.Parallel()
 	const linkRate = 2_000_000
 	s := newLinkSetup(t, config.Link{Bandwidth: linkRate, PrefetchShare: 30})
-	// The cap is a bound on bytes, not a timing: the window only has to be
-	// long against the bucket's burst (1/16 s). How close to the cap the
-	// link runs is the benchmark's figure (BenchmarkLinkBudget).
-	window := 6 * time.Second
+	// The cap is a bound on bytes over 20 s (the window), not a
+	// timing; how close to the cap a loaded machine gets is the
+	// benchmark's figure (BenchmarkLinkBudget) and only logged here.
+	window := 20 * time.Second
 
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
