@@ -170,7 +170,20 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 		if err := f.Wait(ctx); err != nil {
 			return fail(err)
 		}
-		p.serveStoreAfterFill(w, r, q, link)
+		linkFn := func(ctx context.Context) error {
+			if !link {
+				return nil
+			}
+			return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+		}
+		if cached && sameOrigin(f, q) {
+			// Nothing was downloaded through q's repository, and the
+			// upstream was not asked about it on the way in (serveFill asks
+			// only when joining another repository's fill): authorise q as
+			// a cache hit would (a digest is no password).
+			linkFn = func(ctx context.Context) error { return p.ensureBlobLinked(ctx, q) }
+		}
+		p.serveStoreAfterFill(w, r, q, linkFn)
 		return false
 	}
 	rd := h.Reader(ctx, size, !rangeReachesEnd(r.Header.Get("Range"), size))
@@ -272,18 +285,18 @@ func (w *headersFirst) Write(b []byte) (int, error) {
 // Unwrap exposes the wrapped writer to http.ResponseController.
 func (w *headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link bool) {
+// serveStoreAfterFill serves a blob a fill left in the store, once link
+// (which writes the repository's link, or authorises and links it) allows.
+func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link func(context.Context) error) {
 	rs, info, err := p.store.OpenBlob(r.Context(), q.dgst)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
 	defer rs.Close()
-	if link {
-		if err := p.store.LinkBlob(r.Context(), q.cacheRepo, q.dgst); err != nil {
-			p.writeError(w, r, err)
-			return
-		}
+	if err := link(r.Context()); err != nil {
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return
 	}
 	setBlobHeaders(w.Header(), q)
 	http.ServeContent(w, r, "", info.ModTime, rs)

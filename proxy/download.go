@@ -36,7 +36,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 	// A blob another replica committed can vanish again before we look;
 	// then this process downloads it. Bounded: three rounds.
 	for range 3 {
-		if cached, err := p.alreadyCommitted(ctx, f, cacheRepo); cached || err != nil {
+		if cached, err := p.alreadyCommitted(ctx, f); cached || err != nil {
 			return err
 		}
 		release, waited, err := p.acquireFill(ctx, f.Digest())
@@ -55,8 +55,10 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 
 // alreadyCommitted handles a blob committed by someone else between the
 // client's look-up and this fill: readers are sent to the store. No size is
-// published, so no reader opens the empty staging file.
-func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo string) (bool, error) {
+// published, so no reader opens the empty staging file. No repository is
+// linked here: nothing was downloaded through the fill's repository, so
+// each joiner authorises its own as a cache hit does.
+func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill) (bool, error) {
 	_, err := p.store.StatBlob(ctx, f.Digest())
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -65,9 +67,6 @@ func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo st
 		return false, err
 	}
 	f.MarkCached()
-	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
-		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
-	}
 	return true, nil
 }
 
