@@ -98,7 +98,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 	if err != nil {
 		return err
 	}
-	f.Attach(st.File)
+	f.Attach(st.IO()) // behind the Store's staging wrapper, if any (fault injection)
 	committed := false
 	defer func() {
 		if !committed {
