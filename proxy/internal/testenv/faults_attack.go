@@ -1,9 +1,12 @@
 package testenv
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -171,4 +174,83 @@ func (w *cutSilently) Write(b []byte) (int, error) {
 		return m, err
 	}
 	return n, nil
+}
+
+// ManifestSwap answers manifest requests for reference from with the
+// registry's answer for reference to (a valid manifest, but another one).
+// With strip the answer carries no Docker-Content-Digest.
+func ManifestSwap(from, to string, strip bool) Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !isManifest(r) || !strings.HasSuffix(r.URL.Path, "/manifests/"+from) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.URL.Path = strings.TrimSuffix(r.URL.Path, from) + to
+		r.URL.RawPath = ""
+		if strip {
+			w = &headerRewriter{ResponseWriter: w, rewrite: func(h http.Header, code int) int {
+				h.Del("Docker-Content-Digest")
+				return code
+			}}
+		}
+		next.ServeHTTP(w, r)
+	}
+}
+
+// ManifestHeadDigest answers manifest HEADs with the registry's answer but
+// Docker-Content-Digest set to d (a HEAD the GET then contradicts).
+func ManifestHeadDigest(d string) Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !isManifest(r) || r.Method != http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(&headerRewriter{ResponseWriter: w, rewrite: func(h http.Header, code int) int {
+			h.Set("Docker-Content-Digest", d)
+			return code
+		}}, r)
+	}
+}
+
+// ManifestGetDigest answers manifest GETs with the registry's body but
+// Docker-Content-Digest set to d.
+func ManifestGetDigest(d string) Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !isManifest(r) || r.Method != http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(&headerRewriter{ResponseWriter: w, rewrite: func(h http.Header, code int) int {
+			h.Set("Docker-Content-Digest", d)
+			return code
+		}}, r)
+	}
+}
+
+// ManifestBody answers every manifest GET and HEAD itself: 200 with
+// Content-Type ct, Docker-Content-Digest of body, and body. length is the
+// Content-Length announced: -1 sends none (chunked), any other value is
+// announced as is (a lie when it is not len(body)).
+func ManifestBody(ct string, body []byte, length int64) Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !isManifest(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", ct)
+		h.Set("Docker-Content-Digest", digestOf(body))
+		if length >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(length, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(body)
+		}
+	}
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
