@@ -498,3 +498,32 @@ func TestAttackCancelWhileReading(t *testing.T) {
 		t.Errorf("upstream blob GETs = %d, want 1 (a cancelled fill does not retry)", n)
 	}
 }
+
+// TestAttackEndlessChunkedBody: the upstream answers the blob GET without
+// Content-Length and never stops sending. The fill must stop at a small
+// multiple of the blob's size (the upstream's HEAD knows it), not write
+// until cache.fill.max_duration; no client completes, nothing is
+// committed.
+func TestAttackEndlessChunkedBody(t *testing.T) {
+	t.Parallel()
+	const size = 64 << 10
+	e := newEnv(t, envOptions{})
+	d := e.seedBlob("library/endless:v1", size, 111)
+	e.up.SetFault(testenv.EndlessBlobs(256 << 20))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := e.fetch(ctx, http.MethodGet, "/v2/library/endless/blobs/"+d.String(), nil)
+	if a.complete() && a.status == http.StatusOK {
+		t.Errorf("complete %s from an endless body", a)
+	}
+	waitNoFills(t, e)
+	notCommitted(t, e, d)
+	// The bound: max_download_factor x size + 1 MiB, plus what sat in
+	// socket buffers when the fill stopped reading.
+	if sent := e.up.BlobBytes(); sent > 16<<20 {
+		t.Errorf("the upstream sent %d MiB for a %d KiB blob before the fill stopped", sent>>20, size>>10)
+	}
+	if g, h := e.up.Count(testenv.BlobGet), e.up.Count(testenv.BlobHead); g != 1 || h != 1 {
+		t.Errorf("upstream blob GETs %d, HEADs %d; want 1 and 1 (a body longer than the blob is not retried)", g, h)
+	}
+}

@@ -78,6 +78,10 @@ type download struct {
 	total   int64              // bytes received over every attempt
 	budget  int64              // bound of total once the size is known (-1: none yet)
 	counter prometheus.Counter // stowage_upstream_bytes_total of the host
+	// headSize is the upstream's HEAD answer for a blob whose GET came
+	// without a length (-1: unknown); headAsked: the HEAD was sent.
+	headSize  int64
+	headAsked bool
 }
 
 // received counts n bytes from the upstream against the fill's budget
@@ -113,7 +117,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 	}
 	ucfg, _ := p.cfg.Upstream(f.Host())
 	fc := p.cfg.Cache.Fill
-	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1,
+	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1, headSize: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
 	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
@@ -215,8 +219,14 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		size = b.Size
 	}
-	if size >= 0 {
-		dl.budget = size*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
+	limit := size
+	if limit < 0 {
+		// No length, neither now nor before: without a bound, a body that
+		// never ends would be written until max_duration.
+		limit = p.headBound(ctx, reg, f, dl)
+	}
+	if limit >= 0 {
+		dl.budget = limit*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
 	}
 	var body io.Reader = b.Body
 	if b.Offset != written {
@@ -232,7 +242,27 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		_, written = f.Progress()
 	}
-	return p.copyBody(ctx, f, dl, body, size, written)
+	return p.copyBody(ctx, f, dl, body, size, limit, written)
+}
+
+// headBound returns the size the upstream's HEAD gives for a blob whose GET
+// answers carry no length, asking once per fill; -1 when the HEAD cannot
+// tell (the fill is then bounded only by max_duration and abandonment).
+// The size bounds the bytes the fill takes; it is not published to
+// clients, who wait for the verified blob as for any body without length.
+func (p *Proxy) headBound(ctx context.Context, reg upstream.Registry, f *fill.Fill, dl *download) int64 {
+	if dl.headAsked {
+		return dl.headSize
+	}
+	dl.headAsked = true
+	n, err := reg.HeadBlob(ctx, f.Repo(), f.Digest())
+	if err != nil {
+		p.log.Warn("blob GET without length and no size from a HEAD; the fill is bounded only by its duration",
+			"digest", f.Digest(), "upstream", f.Host(), "err", err)
+		return -1
+	}
+	dl.headSize = n
+	return n
 }
 
 // comparePrefix reads the first n bytes of a body that restarted from zero
@@ -301,16 +331,18 @@ func (dl *download) rewind(f *fill.Fill, n int64) error {
 }
 
 // copyBody appends one response body to the fill, within the fill's
-// bounds: byte budget, minimum rate, abandonment.
-func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, written int64) (bool, error) {
+// bounds: byte budget, minimum rate, abandonment. size is the announced
+// size (-1: none), limit the most bytes the blob may have (size, or the
+// upstream's HEAD answer when no size was announced; -1: unknown).
+func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, limit, written int64) (bool, error) {
 	fc := p.cfg.Cache.Fill
 	progressed := false
 	windowStart, windowBytes := time.Now(), int64(0)
 	for {
 		n, rerr := body.Read(dl.buf)
 		if n > 0 {
-			if size >= 0 && written+int64(n) > size {
-				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, size)
+			if limit >= 0 && written+int64(n) > limit {
+				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, limit)
 			}
 			if err := dl.received(n); err != nil {
 				return progressed, err

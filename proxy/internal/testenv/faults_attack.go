@@ -254,3 +254,23 @@ func digestOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// EndlessBlobs answers blob GETs with 200, no Content-Length, and
+// pseudo-random bytes until limit bytes were sent or the request ends: a
+// body that never stops (limit keeps the test bounded). HEADs pass.
+func EndlessBlobs(limit int64) Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if !isBlobGet(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		chunk := RandomBytes(64<<10, 7)
+		for sent := int64(0); sent < limit; sent += int64(len(chunk)) {
+			if _, err := w.Write(chunk); err != nil || r.Context().Err() != nil {
+				return
+			}
+		}
+	}
+}
