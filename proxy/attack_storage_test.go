@@ -180,3 +180,45 @@ func TestAttackCommitFailsWhileJoining(t *testing.T) {
 		t.Errorf("upstream blob GETs = %d, want 2 (the failed commit, then the third pull)", got)
 	}
 }
+
+// TestAttackCancelDuringCommit: the operator cancels a fill that has
+// verified every byte and is committing (a slow move). The cancel ends the
+// commit; the client still gets the verified blob complete (it is right),
+// nothing is committed, and the upstream is not asked again.
+func TestAttackCancelDuringCommit(t *testing.T) {
+	t.Parallel()
+	const size = 1 << 20
+	root := t.TempDir()
+	var fd *storagetest.FaultDriver
+	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
+		fd = storagetest.NewFaultDriver(d)
+		return fd
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{root: root, store: store})
+	d, blob := e.seedRead("library/latecancel:v1", size, 133)
+	fd.Inject(storagetest.Fault{Op: storagetest.OpMove, Path: d.Encoded(), Delay: time.Minute, Count: 1})
+	path := "/v2/library/latecancel/blobs/" + d.String()
+	first := make(chan answer, 1)
+	go func() { first <- e.fetch(t.Context(), http.MethodGet, path, nil) }()
+	waitFor(t, "every byte staged", func() bool {
+		fills := e.proxy.Fills()
+		return len(fills) == 1 && fills[0].Written == size
+	})
+	waitFor(t, "the commit to start", func() bool { return fd.Calls(storagetest.OpMove) == 1 })
+	if !e.proxy.CancelFill(d) {
+		t.Fatal("no fill to cancel")
+	}
+	a := <-first
+	neverWrong(t, "client", a, blob, "")
+	if !a.complete() {
+		t.Errorf("client of a verified fill cancelled during its commit: %s, want the verified blob", a)
+	}
+	waitNoFills(t, e)
+	notCommitted(t, e, d)
+	if n := e.up.Count(testenv.BlobGet); n != 1 {
+		t.Errorf("upstream blob GETs = %d, want 1", n)
+	}
+}
