@@ -527,3 +527,44 @@ func TestAttackEndlessChunkedBody(t *testing.T) {
 		t.Errorf("upstream blob GETs %d, HEADs %d; want 1 and 1 (a body longer than the blob is not retried)", g, h)
 	}
 }
+
+// TestAttackRestartWithJoinersAtOffsets: the first attempt sends a wrong
+// byte at 1 MiB and breaks at 1.5 MiB; the second ignores Range and sends
+// the right blob from zero. A full client (which may have had the wrong
+// byte), a suffix range, a closed range and an open range from the middle
+// follow the fill: nobody completes with a wrong byte, the ranges that
+// never saw the first attempt's bytes complete right, and the blob is
+// committed after two GETs.
+func TestAttackRestartWithJoinersAtOffsets(t *testing.T) {
+	t.Parallel()
+	const size = 2 << 20
+	e := newEnv(t, envOptions{})
+	d, blob := e.seedRead("library/offsets:v1", size, 112)
+	e.up.SetFault(testenv.IgnoreRange(testenv.FirstBlobGet(testenv.CorruptThenCut(1<<20, 3<<19), testenv.SlowBlobs(256<<10, 5*time.Millisecond))))
+	ranges := []string{"", "bytes=-100", "bytes=0-99", "bytes=1900000-"}
+	answers := make([]answer, len(ranges))
+	var wg sync.WaitGroup
+	for i, rng := range ranges {
+		wg.Go(func() {
+			var hdr http.Header
+			if rng != "" {
+				hdr = http.Header{"Range": {rng}}
+			}
+			answers[i] = e.fetch(t.Context(), http.MethodGet, "/v2/library/offsets/blobs/"+d.String(), hdr)
+		})
+	}
+	wg.Wait()
+	for i, a := range answers {
+		neverWrong(t, "client "+ranges[i], a, blob, ranges[i])
+		if i > 0 && !a.complete() {
+			t.Errorf("client %q never had a byte of the first attempt, yet got %s", ranges[i], a)
+		}
+	}
+	waitNoFills(t, e)
+	if _, err := e.store.StatBlob(context.Background(), d); err != nil {
+		t.Fatalf("not committed: %v", err)
+	}
+	if n := e.up.Count(testenv.BlobGet); n != 2 {
+		t.Errorf("upstream blob GETs = %d, want 2", n)
+	}
+}
