@@ -33,7 +33,7 @@ func (sg *staged) ensure(store *storage.Store, f *fill.Fill) (*storage.Staging, 
 	if err != nil {
 		return nil, err
 	}
-	f.Attach(st.File)
+	f.Attach(st.IO()) // behind the Store's staging wrapper, if any (fault injection)
 	sg.st, sg.h = st, f.Digest().Algorithm().Hash()
 	return st, nil
 }

@@ -202,6 +202,7 @@ func (s *Store) exists(ctx context.Context, p string) (bool, error) {
 // WithStagingWrapper.
 type StagingFile interface {
 	io.Writer
+	io.WriterAt // a fill appends with WriteAt
 	io.ReaderAt
 	io.Seeker
 	Sync() error
