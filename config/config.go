@@ -56,6 +56,9 @@ type Config struct {
 
 	// Prefetch lists images to keep warm.
 	Prefetch Prefetch `yaml:"prefetch"`
+
+	// UI configures the web dashboard (/ui/).
+	UI UI `yaml:"ui"`
 }
 
 // Storage selects the cache backend.

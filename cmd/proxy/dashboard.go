@@ -1,0 +1,44 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy"
+	"github.com/stowage/stowage/proxy/dashboard"
+	"github.com/stowage/stowage/proxy/prefetch"
+	"github.com/stowage/stowage/storage"
+)
+
+// newDashboard builds the web dashboard (/ui/ and its read API) in front
+// of the admin handler, or returns nil when it is off: ui.disabled, or
+// neither an admin token nor ui.public_read_only. admin is nil when the
+// admin API is disabled.
+func newDashboard(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, p *proxy.Proxy,
+	store *storage.Store, jobs *prefetch.Jobs, token string, admin http.Handler,
+) (*dashboard.Dashboard, error) {
+	if cfg.UI.Disabled || (token == "" && !cfg.UI.PublicReadOnly) {
+		return nil, nil
+	}
+	g, ok := reg.(prometheus.Gatherer)
+	if !ok {
+		log.Warn("dashboard disabled: the metrics registry cannot be gathered")
+		return nil, nil
+	}
+	return dashboard.New(dashboard.Options{
+		Proxy: p, Store: store, Gatherer: g, Jobs: jobs, Admin: admin,
+		Token: token, PublicReadOnly: cfg.UI.PublicReadOnly,
+		SampleInterval: cfg.UI.SampleInterval, PullHost: cfg.UI.PullHost,
+		Version: version, Logger: log.With("component", "dashboard"),
+	})
+}
+
+// dashboardPath reports whether a request belongs to the dashboard or the
+// admin API rather than the registry API.
+func dashboardPath(path string) bool {
+	return strings.HasPrefix(path, "/api/") || path == "/ui" || strings.HasPrefix(path, "/ui/")
+}
