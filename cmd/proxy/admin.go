@@ -106,7 +106,7 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 	// A plain prefix switch rather than a ServeMux: the registry API keeps
 	// its own routing (a ServeMux would redirect uncleaned paths).
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if dashboardPath(r.URL.Path) {
+		if strings.HasPrefix(r.URL.Path, "/api/") || (s.dash != nil && uiPath(r.URL.Path)) {
 			api.ServeHTTP(w, r)
 			return
 		}

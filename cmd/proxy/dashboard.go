@@ -37,8 +37,7 @@ func newDashboard(cfg *config.Config, log *slog.Logger, reg prometheus.Registere
 	})
 }
 
-// dashboardPath reports whether a request belongs to the dashboard or the
-// admin API rather than the registry API.
-func dashboardPath(path string) bool {
-	return strings.HasPrefix(path, "/api/") || path == "/ui" || strings.HasPrefix(path, "/ui/")
+// uiPath reports whether a request is for the dashboard's page.
+func uiPath(path string) bool {
+	return path == "/ui" || strings.HasPrefix(path, "/ui/")
 }

@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/proxy/dashboard"
 	"github.com/stowage/stowage/proxy/internal/testenv"
@@ -303,5 +305,42 @@ func TestAPIActivityFills(t *testing.T) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAPIUpstreamDown: an upstream that failed is shown down, with its
+// last error and the end of its down window; a rate limit seen from
+// another is shown with it.
+func TestAPIUpstreamDown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	_ = ln.Close() // connections are refused from now on
+	e := newEnv(t, envOptions{configure: func(c *config.Config) {
+		c.Upstreams["quay.io"] = config.Upstream{Endpoints: []string{dead}, Internal: true,
+			Retry: config.Retry{Attempts: 1, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}}
+	}})
+	code, _ := e.call(http.MethodGet, "/v2/quay.io/team/app/manifests/"+digest.FromString("m").String(), "", "", "")
+	if code < 500 {
+		t.Fatalf("manifest from a dead upstream: %d", code)
+	}
+	e.proxy.ObserveRateLimit("docker.io", 100, 42)
+	var ups struct {
+		Upstreams []dashboard.Upstream `json:"upstreams"`
+	}
+	e.getJSON("/api/v1/upstreams", &ups)
+	if len(ups.Upstreams) != 2 {
+		t.Fatalf("upstreams: %+v", ups)
+	}
+	down, up := ups.Upstreams[0], ups.Upstreams[1]
+	if down.Host != "quay.io" || down.State != "down" || !down.Down || down.DownUntil == nil || down.Failures != 1 ||
+		down.LastError == "" || down.LastErrorAt == nil || len(down.Endpoints) != 1 {
+		t.Errorf("down upstream: %+v", down)
+	}
+	if up.Host != "docker.io" || up.State != "healthy" || up.RateLimit == nil || *up.RateLimit != (dashboard.RateLimit{Limit: 100, Remaining: 42}) {
+		t.Errorf("healthy upstream: %+v", up)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/stowage/stowage/proxy/dashboard"
@@ -133,6 +134,20 @@ func (p *page) screenshot(name string) {
 	p.t.Logf("screenshot: %s", f)
 }
 
+// dark emulates prefers-color-scheme: dark (or turns that off).
+func (p *page) dark(on bool) {
+	p.t.Helper()
+	params := emulation.SetEmulatedMediaParams{}
+	if on {
+		params.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, params); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
 // signIn answers the sign-in dialog.
 func (p *page) signIn(token string) {
 	p.t.Helper()
@@ -183,6 +198,16 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 	p.wait("the upstream row", `document.querySelector('#upstreams tr[data-host="docker.io"] .state-healthy') !== null`)
 	p.wait("the bytes plot", `document.querySelector("#plot-bytes polyline.fetched") !== null`)
 	p.screenshot("overview")
+	t.Logf("first contentful paint: %.0f ms", eval[float64](p,
+		`(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`))
+
+	// Dark mode follows prefers-color-scheme.
+	p.dark(true)
+	if got := eval[string](p, `getComputedStyle(document.body).backgroundColor`); got != "rgb(13, 17, 23)" {
+		t.Errorf("dark mode background: %s", got)
+	}
+	p.screenshot("overview-dark")
+	p.dark(false)
 
 	p.do("contents", chromedp.Click(chromedp.ID("nav-contents")))
 	p.wait("the repository", `document.querySelector('.repo-link[data-repo="docker.io/team/app"]') !== null`)

@@ -38,8 +38,9 @@ type env struct {
 }
 
 type envOptions struct {
-	public bool // ui.public_read_only
-	usage  dashboard.UsageSource
+	public    bool // ui.public_read_only
+	usage     dashboard.UsageSource
+	configure func(*config.Config)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -56,6 +57,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	cfg.Upstreams = map[string]config.Upstream{"docker.io": fast}
 	cfg.Presets = false
+	if o.configure != nil {
+		o.configure(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
