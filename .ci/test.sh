@@ -31,6 +31,9 @@ if "$lint" run --allow-parallel-runners --max-same-issues 0 --max-issues-per-lin
 
 echo "== go test -race ./..."
 json=$(mktemp)
+# The dashboard's browser tests write their screenshots here.
+export STOWAGE_UI_SCREENSHOTS="${STOWAGE_UI_SCREENSHOTS:-${TMPDIR:-/tmp}/stowage-ui-screenshots}"
+echo "dashboard screenshots: $STOWAGE_UI_SCREENSHOTS"
 go test -race -count=1 -timeout 15m -json ./... >"$json"
 rc=$?
 # Human-readable output, then the per-test counts.
