@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -33,6 +35,13 @@ type Repository struct {
 	Path     string `json:"path"`
 	Tags     int    `json:"tags"`
 }
+
+// repoName is a cache repository name: the registry API's grammar (so no
+// ".." component reaches the store's paths).
+var repoName = regexp.MustCompile(`^(?:` + reference.NameRegexp.String() + `)$`)
+
+// validRepo checks a repository name from a query parameter.
+func validRepo(name string) bool { return len(name) <= 255 && repoName.MatchString(name) }
 
 // splitRepo splits a cache repository into its upstream host (stored
 // with ':' as '_') and path.
@@ -131,8 +140,8 @@ func (d *Dashboard) pinIndex(ctx context.Context) map[string][]string {
 
 func (d *Dashboard) repository(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")
-	if name == "" {
-		writeError(w, http.StatusBadRequest, "name is required")
+	if !validRepo(name) {
+		writeError(w, http.StatusBadRequest, "name: want a repository name")
 		return
 	}
 	ctx := r.Context()
@@ -337,7 +346,7 @@ func (d *Dashboard) manifest(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	repo := q.Get("repo")
 	dg, err := digest.Parse(q.Get("digest"))
-	if repo == "" || err != nil {
+	if !validRepo(repo) || err != nil {
 		writeError(w, http.StatusBadRequest, "repo and a valid digest are required")
 		return
 	}
