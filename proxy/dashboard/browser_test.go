@@ -196,7 +196,7 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 		t.Errorf("usage without an index: %q", got)
 	}
 	p.wait("the upstream row", `document.querySelector('#upstreams tr[data-host="docker.io"] .state-healthy') !== null`)
-	p.wait("the bytes plot", `document.querySelector("#plot-bytes polyline.fetched") !== null`)
+	p.wait("the bytes plot", `document.querySelector("#plot-bytes .fetched") !== null`)
 	p.screenshot("overview")
 	t.Logf("first contentful paint: %.0f ms", eval[float64](p,
 		`(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`))

@@ -222,7 +222,11 @@ function plot(st) {
   };
   const line = (s, cls, sel, top) => {
     const p = pts.filter((q) => sel(q) != null).map((q) => x(q.t).toFixed(1) + "," + (H - B - (sel(q) / top) * (H - B - 14)).toFixed(1));
-    if (p.length) s.append(svg("polyline", { class: cls, points: p.join(" ") }));
+    if (p.length > 1) s.append(svg("polyline", { class: cls, points: p.join(" ") }));
+    else if (p.length === 1) {
+      const [cx, cy] = p[0].split(",");
+      s.append(svg("circle", { class: cls, cx, cy, r: 3 }));
+    }
   };
   const r = $("plot-ratio");
   axis(r, "100 %");
