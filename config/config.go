@@ -51,11 +51,19 @@ type Config struct {
 	// replicas that share one storage backend.
 	Redis Redis `yaml:"redis"`
 
+	// Cluster configures peer streaming between replicas (the internal
+	// listener and its shared secret).
+	Cluster Cluster `yaml:"cluster"`
+
 	// Admin protects the admin API (/api/v1/...).
 	Admin Admin `yaml:"admin"`
 
 	// Prefetch lists images to keep warm.
 	Prefetch Prefetch `yaml:"prefetch"`
+
+	// Link budgets the bandwidth of each forward proxy shared by several
+	// upstreams, and the share prefetch may take of it while clients wait.
+	Link Link `yaml:"link"`
 
 	// UI configures the web dashboard (/ui/).
 	UI UI `yaml:"ui"`
@@ -103,6 +111,21 @@ type Cache struct {
 	MaxManifestSize int64 `yaml:"max_manifest_size"`
 	// Fill bounds every blob download (a fill), so that each one ends.
 	Fill Fill `yaml:"fill"`
+
+	// MaxSize caps the bytes of cached blobs (layers, configs and
+	// manifests), e.g. "200GiB" or "500GB"; 0 means no cap. Past it,
+	// eviction removes least recently used blobs down to 90% of the cap.
+	MaxSize ByteSize `yaml:"max_size"`
+	// MinFree keeps this much of the cache's filesystem free: a share
+	// ("10%") or a size ("20GiB"); 0 means no floor. Below it, eviction
+	// frees space until 10% more than MinFree is free.
+	MinFree FreeSpace `yaml:"min_free"`
+	// EvictAfter removes blobs nobody used for this long, even under the
+	// cap (e.g. 720h); 0 means never.
+	EvictAfter Duration `yaml:"evict_after"`
+	// EvictGrace protects content used (or cached) this recently from
+	// eviction and from "proxy gc". Default 10m; at least 1m.
+	EvictGrace time.Duration `yaml:"evict_grace"`
 }
 
 // Fill bounds a blob fill. The upstream's retry.attempts counts attempts

@@ -56,6 +56,9 @@ func TestExampleLoads(t *testing.T) {
 	if c.Cache.TagTTL != 5*time.Minute {
 		t.Fatalf("tag_ttl %s", c.Cache.TagTTL)
 	}
+	if u.Limits.Bandwidth != 4_000_000 || u.Limits.Connections != 8 || c.Link.Bandwidth != 10_000_000 || c.Link.PrefetchShare != 30 {
+		t.Fatalf("limits %+v, link %+v from example", u.Limits, c.Link)
+	}
 }
 
 func TestLoadErrors(t *testing.T) {

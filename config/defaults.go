@@ -33,9 +33,11 @@ func Default() *Config {
 				MaxDuration:       6 * time.Hour,
 				AbandonAfter:      5 * time.Minute,
 			},
+			EvictGrace: DefaultEvictGrace,
 		},
 		Log:      Log{Format: "json", Level: "info"},
 		Prefetch: Prefetch{Concurrency: 4},
+		Link:     Link{PrefetchShare: 30},
 	}
 }
 
@@ -76,7 +78,9 @@ func (c *Config) Validate() error {
 	}
 	for host, u := range c.Upstreams {
 		errs = append(errs, validateUpstream(host, u)...)
+		errs = append(errs, validateLimits(host, u.Limits)...)
 	}
+	errs = append(errs, validateLink(c.Link)...)
 	if c.Cache.TagTTL < 0 || c.Cache.MaxStale < 0 || c.Cache.TagsListTTL < 0 {
 		errs = append(errs, errors.New("cache durations must not be negative"))
 	}
@@ -93,6 +97,7 @@ func (c *Config) Validate() error {
 		f.MinRateWindow <= 0 || f.MaxDuration <= 0 || f.AbandonAfter <= 0 {
 		errs = append(errs, errors.New("cache.fill: max_attempts and max_download_factor must be at least 1, min_rate not negative, the durations positive"))
 	}
+	errs = append(errs, c.Cache.validateEviction()...)
 	switch c.Log.Format {
 	case "json", "text":
 	default:
@@ -103,6 +108,7 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if c.Prefetch.Concurrency < 1 {
 		errs = append(errs, errors.New("prefetch.concurrency must be at least 1"))
 	}

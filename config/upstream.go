@@ -42,6 +42,9 @@ type Upstream struct {
 	// Retry bounds retries of temporary failures.
 	Retry Retry `yaml:"retry"`
 
+	// Limits caps the bandwidth and concurrent requests of this upstream.
+	Limits Limits `yaml:"limits"`
+
 	// Disabled turns this upstream off: requests naming it are refused
 	// (403 DENIED) and it is never contacted. It closes one preset (for
 	// example "nvcr.io: {disabled: true}") or parks a configured entry.

@@ -32,6 +32,8 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 			return
 		}
 		p.m.hits.WithLabelValues("blob").Inc()
+		p.cacheHooks().Touched(q.dgst)
+		defer p.serving.hold(q.dgst)()
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
 		return
@@ -111,11 +113,12 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 // a repository-specific error: the caller then starts over, with q's own
 // repository.
 func (p *Proxy) serveFill(w http.ResponseWriter, r *http.Request, q *request) (rejoin bool) {
-	h, err := p.joinFill(q)
+	h, leave, err := p.joinFill(r.Context(), q)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return false
 	}
+	defer leave()
 	link := true
 	if !sameOrigin(h.Fill(), q) {
 		if link, err = p.confirmRepo(r.Context(), q); err != nil {
@@ -256,7 +259,7 @@ func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64))
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return false, err
 		}
-		h, err := p.joinFill(q)
+		h, leave, err := p.joinFill(ctx, q)
 		if err != nil {
 			return false, err
 		}
@@ -265,10 +268,12 @@ func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64))
 		if !sameOrigin(f, q) {
 			if link, err = p.confirmRepo(ctx, q); err != nil {
 				h.Release()
+				leave()
 				return false, err
 			}
 		}
 		err = h.Follow(ctx, progress)
+		leave()
 		if err != nil && repoSpecific(err) && !sameOrigin(f, q) && ctx.Err() == nil {
 			continue
 		}

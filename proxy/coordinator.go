@@ -2,12 +2,16 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/stowage/stowage/proxy/internal/fill"
+	"github.com/stowage/stowage/proxy/internal/peer"
+	"github.com/stowage/stowage/upstream"
 )
 
 // Coordinator arbitrates blob fills between processes that share one
@@ -34,15 +38,25 @@ const leasePoll = 100 * time.Millisecond
 // maxLeaseWait bounds how long a replica waits for another one's fill.
 const maxLeaseWait = 30 * time.Minute
 
+// peerRetry is how long a replica waits before it asks an owner that could
+// not stream again (meanwhile it polls for the commit).
+const peerRetry = time.Second
+
+// fillKey is a blob's lease key.
+func fillKey(d digest.Digest) string { return "fill:" + d.String() }
+
 // acquireFill returns a release function when this process should download
-// d, or waited=true when another process committed it meanwhile. A
-// coordinator failure falls back to downloading locally (correct, if not
-// deduplicated), with a log line.
-func (p *Proxy) acquireFill(ctx context.Context, d digest.Digest) (release func(), waited bool, err error) {
+// f's blob (resuming from what sg already holds), or done=true when another
+// process committed it meanwhile: then f holds the verified blob when it had
+// streamed part of it from that process, else f published nothing and the
+// caller sends its readers to the store. A coordinator failure falls back to
+// downloading locally (correct, if not deduplicated), with a log line.
+func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cacheRepo string) (release func(), done bool, err error) {
 	if p.coord == nil {
 		return func() {}, false, nil
 	}
-	key := "fill:" + d.String()
+	d := f.Digest()
+	key := fillKey(d)
 	deadline := time.Now().Add(maxLeaseWait)
 	for time.Now().Before(deadline) {
 		rel, ok, err := p.coord.TryAcquire(ctx, key)
@@ -54,29 +68,98 @@ func (p *Proxy) acquireFill(ctx context.Context, d digest.Digest) (release func(
 			// The owner may have committed between our look-up and now.
 			if _, serr := p.store.StatBlob(ctx, d); serr == nil {
 				rel()
-				return nil, true, nil
+				return nil, true, p.finishFromStore(ctx, f, sg, cacheRepo)
 			}
-			return rel, false, nil
+			// Streamable to other replicas from the moment the lease
+			// names this one.
+			unown := p.peer.owned(f)
+			return func() { unown(); rel() }, false, nil
 		}
-		// Another replica downloads: wait for its commit, or for its lease
-		// to end without one (then try to take over).
-		for {
-			if _, serr := p.store.StatBlob(ctx, d); serr == nil {
-				return nil, true, nil
-			}
-			held, herr := p.coord.Held(ctx, key)
-			if herr != nil || !held {
-				break
-			}
-			select {
-			case <-time.After(leasePoll):
-			case <-ctx.Done():
-				return nil, false, context.Cause(ctx) // cancelled, closed or past max_duration
-			}
-			if time.Now().After(deadline) {
-				break
-			}
+		if done, err := p.waitOwner(ctx, f, sg, key, cacheRepo, deadline); done || err != nil {
+			return nil, done, err
 		}
 	}
 	return nil, false, fmt.Errorf("%w: waited %s for %s", fill.ErrLeaseTimeout, maxLeaseWait, d)
+}
+
+// waitOwner follows another replica's fill of f's blob: it streams the
+// owner's bytes into f while the owner downloads (peer streaming), and
+// otherwise polls for its commit. It returns done once the blob is
+// committed (and f verified when it published bytes), or false when the
+// lease ended without a commit: the caller then tries to take over. An
+// owner that cannot stream is asked again at most every peerRetry; a new
+// owner at once.
+func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, cacheRepo string, deadline time.Time) (bool, error) {
+	d := f.Digest()
+	var (
+		fl        *peer.Follower
+		following string // lease value of the owner fl follows
+		nextTry   time.Time
+		warned    bool // the owner's failure to stream was logged
+	)
+	for time.Now().Before(deadline) {
+		if _, serr := p.store.StatBlob(ctx, d); serr == nil {
+			return true, p.finishFromStore(ctx, f, sg, cacheRepo)
+		}
+		id, url := p.leaseOwner(ctx, key)
+		if url != "" && (id+" "+url != following || time.Now().After(nextTry)) {
+			if id+" "+url != following {
+				following, warned = id+" "+url, false
+				fl = &peer.Follower{Src: &httpSource{pr: p.peer, url: url, d: d}, Sink: &fillSink{p: p, f: f, sg: sg},
+					Opts: peer.Options{Retries: 3, Backoff: 100 * time.Millisecond, Restarts: 3, Stall: p.peer.stall}}
+			}
+			err := p.followPeer(ctx, f, sg, fl, cacheRepo)
+			p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
+			switch {
+			case err == nil:
+				return true, nil
+			case errors.Is(err, peer.ErrOwnerGone):
+				level := slog.LevelDebug // logged once per owner, retried every peerRetry
+				if !warned {
+					level, warned = slog.LevelInfo, true
+				}
+				p.log.Log(ctx, level, "cannot stream the fill from its owner; waiting for its commit", "digest", d, "owner", url, "err", err)
+				nextTry = time.Now().Add(peerRetry)
+				continue
+			case errors.Is(err, peer.ErrOwnerFailed):
+				return false, fmt.Errorf("%w: the replica downloading %s found the upstream's bytes wrong", upstream.ErrDigestMismatch, d)
+			default:
+				return false, err
+			}
+		}
+		held, herr := p.coord.Held(ctx, key)
+		if herr != nil || !held {
+			return false, nil
+		}
+		select {
+		case <-time.After(leasePoll):
+		case <-ctx.Done():
+			return false, context.Cause(ctx) // cancelled, closed or past max_duration
+		}
+	}
+	return false, nil
+}
+
+// leaseOwner returns the id and internal URL of key's owner when peer
+// streaming is on ("" otherwise, or on any error: then the replica polls).
+func (p *Proxy) leaseOwner(ctx context.Context, key string) (id, url string) {
+	if p.peer == nil || p.peer.owners == nil {
+		return "", ""
+	}
+	id, url, err := p.peer.owners.LeaseOwner(ctx, key)
+	if err != nil {
+		return "", ""
+	}
+	return id, url
+}
+
+func streamOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "complete"
+	case errors.Is(err, peer.ErrOwnerGone):
+		return "owner_gone"
+	default:
+		return "failed"
+	}
 }

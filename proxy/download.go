@@ -35,18 +35,25 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 	defer cancel()
 	// A blob another replica committed can vanish again before we look;
 	// then this process downloads it. Bounded: three rounds.
+	sg := &staged{}
+	defer sg.discard(p.log, f)
 	for range 3 {
-		if cached, err := p.alreadyCommitted(ctx, f, cacheRepo); cached || err != nil {
-			return err
+		if size, _ := f.Progress(); size < 0 {
+			if cached, err := p.alreadyCommitted(ctx, f, cacheRepo); cached || err != nil {
+				return err
+			}
 		}
-		release, waited, err := p.acquireFill(ctx, f.Digest())
+		release, done, err := p.acquireFill(ctx, f, sg, cacheRepo)
 		if err != nil {
 			return err
 		}
-		if waited {
+		if done {
+			if size, _ := f.Progress(); size >= 0 {
+				return nil // streamed from the owner, verified, committed
+			}
 			continue
 		}
-		err = p.download(ctx, f, cacheRepo)
+		err = p.download(ctx, f, cacheRepo, sg)
 		release()
 		return err
 	}
@@ -94,27 +101,20 @@ func (dl *download) received(n int) error {
 
 // download runs attempts until the blob is complete, resuming with a Range
 // request after temporary failures, within the fill's bounds, and commits.
-func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (err error) {
-	st, err := p.store.NewStaging(f.Digest())
+// sg may already hold bytes streamed from another replica: the download
+// resumes after them.
+func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg *staged) (err error) {
+	st, err := sg.ensure(p.store, f)
 	if err != nil {
 		return err
 	}
-	f.Attach(st.File)
-	committed := false
-	defer func() {
-		if !committed {
-			if dErr := st.Discard(); dErr != nil {
-				p.log.Error("remove staging file", "digest", f.Digest(), "err", dErr)
-			}
-		}
-	}()
 	reg, err := p.upstream(f.Host())
 	if err != nil {
 		return err
 	}
 	ucfg, _ := p.cfg.Upstream(f.Host())
 	fc := p.cfg.Cache.Fill
-	dl := &download{h: f.Digest().Algorithm().Hash(), buf: make([]byte, chunkSize), budget: -1,
+	dl := &download{h: sg.h, buf: make([]byte, chunkSize), budget: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
 	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
@@ -156,7 +156,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string) (e
 	if err := p.commitFill(ctx, f, dl, st, cacheRepo); err != nil {
 		return err
 	}
-	committed = true
+	sg.committed = true
 	return nil
 }
 
@@ -367,8 +367,12 @@ func (p *Proxy) commitFill(ctx context.Context, f *fill.Fill, dl *download, st *
 		return fmt.Errorf("sync staging file: %w", err)
 	}
 	if err := p.store.CommitBlob(ctx, f.Digest(), st); err != nil {
+		if isDiskFull(err) {
+			p.cacheHooks().Trigger()
+		}
 		return err
 	}
+	p.cacheHooks().Added(f.Digest(), written)
 	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
 		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
 	}

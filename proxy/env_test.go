@@ -45,6 +45,8 @@ type envOptions struct {
 	configure func(*config.Config)
 	// shared reuses another env's upstream registry (a second replica).
 	shared *testenv.Registry
+	// upstreamOpts are passed to every upstream client (a link budget).
+	upstreamOpts []upstream.Option
 	// coord is a cluster fill coordinator.
 	coord proxy.Coordinator
 	// store replaces the filesystem store under root (a wrapped driver).
@@ -110,7 +112,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.store = store
 	factory := func(host string, u config.Upstream) (upstream.Registry, error) {
-		return upstream.New(host, u)
+		return upstream.New(host, u, o.upstreamOpts...)
 	}
 	opts := []proxy.Option{proxy.WithClock(e.clock.Now)}
 	if o.coord != nil {

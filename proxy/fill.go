@@ -13,18 +13,30 @@ var errFillClosed = fill.ErrClosed
 
 // joinFill returns a hold on the running fill for q's digest, starting one
 // (downloading from q's host and repository) when none runs. The caller
-// turns the hold into a reader, follows it, or releases it.
-func (p *Proxy) joinFill(q *request) (*fill.Hold, error) {
+// turns the hold into a reader, follows it, or releases it, and calls
+// leave when it stops waiting: until then ctx's traffic class (a client,
+// or a prefetch run) counts for the download's share of the link budget.
+func (p *Proxy) joinFill(ctx context.Context, q *request) (h *fill.Hold, leave func(), err error) {
 	cacheRepo := q.cacheRepo
-	h, _, err := p.fills.Join(fill.Start{
-		Digest: q.dgst, Host: q.host, Repo: q.repo,
+	waiters := &upstream.Waiters{}
+	h, _, err = p.fills.Join(fill.Start{
+		Digest: q.dgst, Host: q.host, Repo: q.repo, Value: waiters,
 		Run: func(ctx context.Context, f *fill.Fill) error {
 			p.m.fillsInFlight.Inc()
+			// Client traffic while a client waits, prefetch traffic
+			// otherwise (upstream.Budget).
+			ctx = upstream.WithClassFunc(ctx, waiters.Class)
 			return p.runFill(ctx, f, cacheRepo)
 		},
 		End: p.endFill,
 	})
-	return h, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if w, ok := h.Fill().Value().(*upstream.Waiters); ok {
+		return h, w.Join(ctx), nil
+	}
+	return h, func() {}, nil
 }
 
 // endFill logs and counts a fill's outcome.

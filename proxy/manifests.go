@@ -41,6 +41,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, q *request
 			"OCI manifest found, but the Accept header does not list OCI manifests", nil))
 		return
 	}
+	p.cacheHooks().Touched(m.dgst)
 	h := w.Header()
 	h.Set("Content-Type", m.mediaType)
 	h.Set("Docker-Content-Digest", m.dgst.String())
@@ -143,6 +144,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 			p.storeFailed("manifest", q, ref, err)
 			return m, nil
 		}
+		p.cacheHooks().ManifestAdded(m.dgst, int64(len(m.body)))
 		if _, isDigest := digestRef(ref); !isDigest {
 			now := p.now()
 			if err := p.store.PutTag(fctx, q.cacheRepo, ref, m.dgst, now); err != nil {
@@ -165,6 +167,9 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 // and the failure is the store's, never reported as the upstream's.
 func (p *Proxy) storeFailed(kind string, q *request, ref string, err error) {
 	p.m.manifest.storeFailures.WithLabelValues(kind).Inc()
+	if isDiskFull(err) {
+		p.cacheHooks().Trigger()
+	}
 	p.log.Error("cannot store manifest; serving it uncached", "kind", kind,
 		"repo", q.cacheRepo, "ref", ref, "err", err)
 }

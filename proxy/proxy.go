@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -35,6 +36,7 @@ type options struct {
 	gatherer prometheus.Gatherer
 	now      func() time.Time
 	coord    Coordinator
+	peers    *PeerConfig
 }
 
 // WithLogger sets the logger (default: discard).
@@ -61,8 +63,13 @@ type Proxy struct {
 	router  *mux.Router
 	mem     *memCache
 	fills   *fill.Registry
+	// hooks keeps a usage index current (SetCacheHooks); serving counts
+	// the cache hits streaming, which eviction must leave alone.
+	hooks   atomic.Pointer[CacheHooks]
+	serving servingSet
 	down    downHosts
 	coord   Coordinator
+	peer    *peering // nil: peer streaming off
 
 	metricsHandler http.Handler
 	manifestFlight singleflight.Group
@@ -108,6 +115,11 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		upstreams: map[string]upstream.Registry{},
 		tagPages:  newTagPageCache(),
 	}
+	if o.peers != nil {
+		if p.peer, err = newPeering(o.peers, o.coord, o.reg, o.log); err != nil {
+			return nil, err
+		}
+	}
 	p.fills = fill.NewRegistry()
 	p.metricsHandler = promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{})
 	p.router = p.newRouter()
@@ -123,6 +135,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
+	if p.peer != nil {
+		p.peer.client.CloseIdleConnections()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error

@@ -141,16 +141,39 @@ func (l *stagingLock) release() error {
 // Other drivers stage in a local temporary directory per process and
 // write metadata atomically, so there is nothing to clean.
 func (s *Store) CleanStaging(ctx context.Context) error {
+	return errors.Join(s.CleanStagingDirs(ctx), s.SweepTemps(ctx))
+}
+
+// CleanStagingDirs is the cheap half of CleanStaging: it reads only the
+// staging directory (dead owners' directories, old flat-layout files), so
+// a server calls it before serving and runs SweepTemps in the background.
+func (s *Store) CleanStagingDirs(ctx context.Context) error {
 	if s.root == "" {
 		return nil
 	}
 	dir := filepath.Join(s.root, filepath.FromSlash(stagingDir))
-	errs := []error{cleanStagingDir(dir, time.Now().Add(-LeftoverAge))}
+	if err := cleanStagingDir(dir, time.Now().Add(-LeftoverAge)); err != nil {
+		return fmt.Errorf("clean staging: %w", err)
+	}
+	return nil
+}
+
+// SweepTemps is the tree-walking half of CleanStaging: it removes the
+// driver's <name>.<uuid>.tmp files of interrupted metadata writes anywhere
+// in the registry layout and under stowage/ once untouched for
+// LeftoverAge. It walks the whole tree, so a server runs it in the
+// background.
+func (s *Store) SweepTemps(ctx context.Context) error {
+	if s.root == "" {
+		return nil
+	}
+	dir := filepath.Join(s.root, filepath.FromSlash(stagingDir))
+	var errs []error
 	for _, top := range []string{v2Root, ownRoot} {
 		errs = append(errs, sweepTemps(ctx, filepath.Join(s.root, filepath.FromSlash(top)), dir, time.Now().Add(-LeftoverAge)))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("clean staging: %w", err)
+		return fmt.Errorf("sweep temporary files: %w", err)
 	}
 	return nil
 }

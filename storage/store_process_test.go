@@ -37,7 +37,10 @@ func TestMetadataWriteFileTooLarge(t *testing.T) {
 		}
 		return
 	}
-	t.Parallel()
+	// Not parallel: between fork and exec a child holds a copy of every
+	// descriptor, flock'd staging locks included, so a parallel test that
+	// crashes a Store would see its dead owner's lock still held. Tests
+	// without t.Parallel run before the parallel ones start.
 	root := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestMetadataWriteFileTooLarge$")
 	cmd.Env = append(os.Environ(), "STOWAGE_TEST_FSIZE_ROOT="+root)
@@ -70,7 +73,10 @@ func TestCleanStagingRealProcesses(t *testing.T) {
 		_, _ = io.Copy(io.Discard, os.Stdin) // run until killed
 		return
 	}
-	t.Parallel()
+	// Not parallel: between fork and exec a child holds a copy of every
+	// descriptor, flock'd staging locks included, so a parallel test that
+	// crashes a Store would see its dead owner's lock still held. Tests
+	// without t.Parallel run before the parallel ones start.
 	root := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCleanStagingRealProcesses$")
 	cmd.Env = append(os.Environ(), "STOWAGE_TEST_OWNER_ROOT="+root)

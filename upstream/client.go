@@ -29,6 +29,7 @@ type Client struct {
 	base      *http.Transport
 	auth      *authTransport
 	http      *http.Client
+	limits    *limits
 }
 
 var _ Registry = (*Client)(nil)
@@ -81,13 +82,23 @@ func New(host string, cfg config.Upstream, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", host, err)
 	}
+	if cfg.Limits.Bandwidth < 0 || cfg.Limits.Connections < 0 {
+		return nil, fmt.Errorf("upstream %s: limits must not be negative", host)
+	}
+	budget := o.budget
+	if budget == nil {
+		if budget, err = NewBudget(config.Link{}); err != nil {
+			return nil, err
+		}
+	}
 	c := &Client{host: host, endpoints: eps, cfg: cfg, opts: o, base: base}
+	c.limits = newLimits(host, cfg.Limits, budget, proxy)
 	c.red = redactor{secrets: func() []string { return append(creds.secrets(), proxySecrets(cfg.Proxy)...) }}
 	c.log = o.logger.With(slog.String("upstream", host))
 
 	ua := &userAgent{inner: &proxyAnswers{inner: base}, ua: o.userAgent}
-	budget := cfg.Timeouts.Dial + cfg.Timeouts.TLSHandshake + 2*cfg.Timeouts.ResponseHeader
-	at, err := newAuthTransport(ua, eps, auth, cfg.Internal, o.scopeCacheSize, budget)
+	authBudget := cfg.Timeouts.Dial + cfg.Timeouts.TLSHandshake + 2*cfg.Timeouts.ResponseHeader
+	at, err := newAuthTransport(ua, eps, auth, cfg.Internal, o.scopeCacheSize, authBudget)
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +227,17 @@ func (c *Client) doEndpoint(ctx context.Context, ep *endpoint, r request) (*resp
 	for k, v := range r.header {
 		req.Header[k] = v
 	}
+	// The connection slot is held from here until the body is closed.
+	release, err := c.limits.acquire(rctx)
+	if err != nil {
+		cancel()
+		return nil, c.red.Error(fmt.Errorf("upstream %s: waiting for a connection slot: %w", c.host, err))
+	}
+	early := c.limits.early(ctx, req)
+	defer early()
 	resp, err := c.http.Do(req)
 	if err != nil {
+		release()
 		cancel()
 		if ctx.Err() != nil {
 			return nil, c.red.Error(fmt.Errorf("upstream %s: %w", c.host, ctx.Err()))
@@ -227,10 +247,12 @@ func (c *Client) doEndpoint(ctx context.Context, ep *endpoint, r request) (*resp
 	c.observeRateLimit(resp.Header)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		se := errorFromResponse(resp, time.Now())
+		release()
 		cancel()
 		return nil, c.failed(ctx, req, fmt.Errorf("upstream %s: %s %s/%s: %w", c.host, r.method, r.repo, r.path, se))
 	}
 	resp.Body = newStallReader(resp.Body, c.cfg.Timeouts.Stall, cancel)
+	resp.Body = c.limits.wrap(ctx, resp, release)
 	return &response{Response: resp, endpoint: ep}, nil
 }
 

@@ -24,5 +24,15 @@
 //	-> retry                (NewBackOff, Retry-After, the call's attempt budget)
 //
 // Bodies handed to callers are wrapped in a stall reader that aborts the
-// request when no byte arrives for Timeouts.Stall.
+// request when no byte arrives for Timeouts.Stall, and in the budget
+// reader: a Budget (NewBudget, shared by every client of the process with
+// WithBudget) paces body reads with golang.org/x/time/rate token buckets
+// for the upstream's config.Limits.Bandwidth and for the link (all
+// upstreams behind one forward proxy, config.Link), and
+// config.Limits.Connections caps the requests in progress. Each request's
+// context carries its traffic class (WithClass, WithClassFunc; Waiters for
+// a download several requests share): while client traffic is active on a
+// capped budget, prefetch traffic gets at most config.Link.PrefetchShare
+// of it. With a BudgetStore (proxy/cluster's Redis store) the bandwidth
+// caps hold for all replicas.
 package upstream

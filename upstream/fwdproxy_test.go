@@ -42,7 +42,7 @@ type fwdProxy struct {
 	seen []string // "METHOD host path" of every proxied request
 }
 
-func startFwdProxy(t *testing.T, hosts map[string]string, user, pass string) *fwdProxy {
+func startFwdProxy(t testing.TB, hosts map[string]string, user, pass string) *fwdProxy {
 	t.Helper()
 	p := &fwdProxy{hosts: hosts, user: user, pass: pass}
 	// The registry's certificate is not checked: the test proxy trusts

@@ -35,7 +35,7 @@ func testConfig(endpoints ...string) config.Upstream {
 	}
 }
 
-func newClient(t *testing.T, cfg config.Upstream, opts ...Option) *Client {
+func newClient(t testing.TB, cfg config.Upstream, opts ...Option) *Client {
 	t.Helper()
 	c, err := New("registry.test", cfg, opts...)
 	if err != nil {

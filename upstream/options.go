@@ -18,6 +18,7 @@ type options struct {
 	sleep           func(ctx context.Context, d time.Duration) error
 	scopeCacheSize  int
 	maxRedirects    int
+	budget          *Budget
 }
 
 func defaultOptions() options {
@@ -97,6 +98,19 @@ func WithScopeCacheSize(n int) Option {
 			return errors.New("upstream: scope cache size must be at least 1")
 		}
 		o.scopeCacheSize = n
+		return nil
+	}
+}
+
+// WithBudget makes the client draw on b, the process's bandwidth budget
+// shared by all upstream clients (link caps and the prefetch share).
+// Without it the client enforces only its own config.Limits, per process.
+func WithBudget(b *Budget) Option {
+	return func(o *options) error {
+		if b == nil {
+			return errors.New("upstream: nil budget")
+		}
+		o.budget = b
 		return nil
 	}
 }

@@ -30,7 +30,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd(), newGCCmd(), newVerifyCmd())
 	return root
 }
 
@@ -73,13 +73,15 @@ func openStore(cfg *config.Config) (*storage.Store, error) {
 
 // upstreamFactory builds real upstream clients wired to the proxy's logger
 // and metrics.
-func upstreamFactory(cfg *config.Config, log *slog.Logger, observe func(string, int, int)) proxy.UpstreamFactory {
+// and metrics, all drawing on one bandwidth budget.
+func upstreamFactory(cfg *config.Config, log *slog.Logger, observe func(string, int, int), budget *upstream.Budget) proxy.UpstreamFactory {
 	return func(host string, u config.Upstream) (upstream.Registry, error) {
 		return upstream.New(host, u,
 			upstream.WithLogger(log),
 			upstream.WithUserAgent("stowage/"+version),
 			upstream.WithMaxManifestSize(cfg.Cache.MaxManifestSize),
 			upstream.WithRateLimitObserver(observe),
+			upstream.WithBudget(budget),
 		)
 	}
 }
@@ -97,6 +99,7 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 		}
 	}
 	opts := []proxy.Option{proxy.WithLogger(log), proxy.WithRegistry(reg)}
+	budgetOpts := []upstream.BudgetOption{upstream.WithBudgetLogger(log), upstream.WithBudgetRegisterer(reg)}
 	if cfg.Redis.Addr != "" {
 		rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
 		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second)
@@ -104,8 +107,22 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 			return nil, nil, errors.Join(err, store.Close())
 		}
 		opts = append(opts, proxy.WithCoordinator(leases))
+		shared, err := cluster.NewRedisBudget(rc, "stowage:")
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		budgetOpts = append(budgetOpts, upstream.WithBudgetStore(shared))
+		popts, err := peerOptions(cfg, leases)
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		opts = append(opts, popts...)
 	}
-	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe), opts...)
+	budget, err := upstream.NewBudget(cfg.Link, budgetOpts...)
+	if err != nil {
+		return nil, nil, errors.Join(err, store.Close())
+	}
+	p, err = proxy.New(cfg, store, upstreamFactory(cfg, log, observe, budget), opts...)
 	if err != nil {
 		return nil, nil, errors.Join(err, store.Close())
 	}
@@ -132,7 +149,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	defer p.Close()
-	cleanLeftovers(ctx, store, log)
+	// Only the cheap part of the cleanup runs before serving; the walk of
+	// the whole tree for old temporary files runs in the background with
+	// the usage index's build (start-up stays instant on a large cache).
+	cleanStagingDirs(ctx, store, log)
+	eng, err := newEvictionEngine(cfg, log, reg, store, p)
+	if err != nil {
+		return err
+	}
 	pf, handler, err := newPrefetchService(cfg, log, reg, p, store)
 	if err != nil {
 		return err
@@ -141,6 +165,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	internal, err := listenInternal(ctx, cfg, p, log)
+	if err != nil {
+		return errors.Join(err, ln.Close())
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -152,18 +180,20 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		"default_upstream", cfg.DefaultUpstream, "version", version)
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
+	g.Go(internal.serve)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
 		defer cancel()
 		log.Info("shutting down")
-		return srv.Shutdown(sctx)
+		return errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
 	})
 	return g.Wait()
 }

@@ -1,9 +1,11 @@
 package helm
 
 import (
+	"encoding"
 	"encoding/json"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,6 +39,15 @@ func compare(t *testing.T, path string, typ reflect.Type, node *schemaNode) {
 	t.Helper()
 	if node == nil {
 		t.Errorf("schema lacks %s", path)
+		return
+	}
+	if decodesItself(typ) {
+		// A size ("200GiB"), a percentage or a duration that may also be
+		// written as a bare number: a string in the schema, or string and
+		// integer.
+		if !typeIncludes(node.Type, "string") {
+			t.Errorf("schema %s: type %v, want string (Go %s decodes itself from text)", path, node.Type, typ)
+		}
 		return
 	}
 	switch typ.Kind() {
@@ -79,9 +90,40 @@ func compare(t *testing.T, path string, typ reflect.Type, node *schemaNode) {
 		if typ.PkgPath() == "time" && typ.Name() == "Duration" {
 			want = "string"
 		}
+		if reflect.PointerTo(typ).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+			// Written as text ("4MB/s", "30%"); the schema may also allow
+			// a bare number.
+			want = "string"
+			if types, ok := node.Type.([]any); ok && slices.Contains(types, any("string")) {
+				return
+			}
+		}
 		got, _ := node.Type.(string)
 		if want != "" && got != want {
 			t.Errorf("schema %s: type %v, want %s (Go %s)", path, node.Type, want, typ)
 		}
 	}
+}
+
+// decodesItself reports whether a config type parses its own YAML scalar
+// (encoding.TextUnmarshaler or yaml.Unmarshaler on its pointer).
+func decodesItself(typ reflect.Type) bool {
+	p := reflect.PointerTo(typ)
+	_, yamlSelf := p.MethodByName("UnmarshalYAML")
+	return yamlSelf || p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
+// typeIncludes reports whether a schema "type" (a name or a list) has want.
+func typeIncludes(t any, want string) bool {
+	switch v := t.(type) {
+	case string:
+		return v == want
+	case []any:
+		for _, x := range v {
+			if x == want {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stowage/stowage/config/imagelist"
 	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/upstream"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -155,6 +156,7 @@ type Request struct {
 // error is only for a request that cannot start (ErrInvalidRequest) or a
 // cancelled context; failed images are in the Report (Report.Failed).
 func (e *Engine) Run(ctx context.Context, req Request, obs Observer) (*Report, error) {
+	ctx = upstream.WithClass(ctx, upstream.ClassPrefetch) // yields to clients on a capped link
 	if obs == nil {
 		obs = NopObserver{}
 	}

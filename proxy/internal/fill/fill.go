@@ -63,6 +63,7 @@ type Fill struct {
 	dgst    digest.Digest
 	host    string
 	repo    string
+	value   any
 	started time.Time
 	cancel  context.CancelCauseFunc
 
@@ -92,6 +93,9 @@ func (f *Fill) Host() string { return f.host }
 
 // Repo is the upstream repository the fill downloads from.
 func (f *Fill) Repo() string { return f.repo }
+
+// Value is the Start.Value the fill was started with.
+func (f *Fill) Value() any { return f.value }
 
 func (f *Fill) broadcastLocked() {
 	close(f.changed)

@@ -19,7 +19,10 @@ type Start struct {
 	Digest digest.Digest
 	Host   string
 	Repo   string
-	Run    Run
+	// Value is the caller's own per-fill state (Fill.Value), shared by
+	// everyone who joins the fill.
+	Value any
+	Run   Run
 	// End, if set, is called with the outcome after the fill has left the
 	// registry and before readers are woken (metrics, logs).
 	End func(f *Fill, err error)
@@ -59,7 +62,7 @@ func (r *Registry) Join(s Start) (h *Hold, started bool, err error) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	f := &Fill{
-		dgst: s.Digest, host: s.Host, repo: s.Repo, started: time.Now(), cancel: cancel,
+		dgst: s.Digest, host: s.Host, repo: s.Repo, value: s.Value, started: time.Now(), cancel: cancel,
 		changed: make(chan struct{}), size: -1,
 		refs: 2, wants: 1, // the download, and the hold
 	}

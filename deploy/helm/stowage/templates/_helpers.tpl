@@ -111,8 +111,21 @@ storage.root, credential file paths). Rendered as YAML.
 {{- $_ := set $admin "token_file" (printf "%s/%s" $dir (include "stowage.adminTokenKey" .)) }}
 {{- $_ := set $cfg "admin" $admin }}
 {{- end }}
+{{- if .Values.cluster.enabled }}
+{{- $cl := deepCopy ($cfg.cluster | default dict) }}
+{{- $_ := set $cl "listen" (printf ":%d" (int .Values.cluster.port)) }}
+{{- $_ := set $cl "advertise" (printf "http://${POD_IP}:%d" (int .Values.cluster.port)) }}
+{{- $_ := set $cl "secret_file" (printf "%s/%s" (include "stowage.clusterSecretDir" .) .Values.cluster.secretKey) }}
+{{- $_ := set $cfg "cluster" $cl }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/* Peer streaming: the Secret with the replicas' shared secret, and where it is mounted. */}}
+{{- define "stowage.clusterSecretName" -}}
+{{- .Values.cluster.existingSecret | default (printf "%s-cluster" (include "stowage.fullname" .)) }}
+{{- end }}
+{{- define "stowage.clusterSecretDir" -}}/etc/stowage/cluster{{- end }}
 
 {{/* The URL nodes use to reach Stowage; shell syntax, $NODE_IP / $SVC_IP expanded in the pod. */}}
 {{- define "stowage.nodeEndpoint" -}}
@@ -141,6 +154,15 @@ storage.root, credential file paths). Rendered as YAML.
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
+{{- end }}
+{{- if and .Values.cluster.enabled (not (.Values.config.redis | default dict).addr) }}
+{{- fail "cluster.enabled needs config.redis.addr: replicas find a fill's owner through its Redis lease" }}
+{{- end }}
+{{- if and .Values.cluster.enabled (eq (int .Values.cluster.port) (int .Values.containerPort)) }}
+{{- fail "cluster.port must differ from containerPort: the internal endpoint is never served on the client API" }}
+{{- end }}
+{{- if and .Values.cluster.secret (lt (len .Values.cluster.secret) 16) }}
+{{- fail "cluster.secret must be at least 16 characters" }}
 {{- end }}
 {{- if .Values.credentials.existingSecret }}
 {{- range $host, $c := .Values.credentials.upstreams }}

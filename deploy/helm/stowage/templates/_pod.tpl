@@ -42,10 +42,22 @@ spec:
         - name: http
           containerPort: {{ .Values.containerPort }}
           protocol: TCP
+        {{- if .Values.cluster.enabled }}
+        - name: peer
+          containerPort: {{ .Values.cluster.port }}
+          protocol: TCP
+        {{- end }}
       env:
         # The root filesystem is read-only: temporary files go to an emptyDir.
         - name: TMPDIR
           value: /tmp
+        {{- if .Values.cluster.enabled }}
+        # cluster.advertise is http://${POD_IP}:<port>.
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -79,6 +91,11 @@ spec:
           mountPath: {{ include "stowage.secretsDir" . }}
           readOnly: true
         {{- end }}
+        {{- if .Values.cluster.enabled }}
+        - name: cluster-secret
+          mountPath: {{ include "stowage.clusterSecretDir" . }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -110,6 +127,15 @@ spec:
     - name: credentials
       secret:
         secretName: {{ include "stowage.secretName" . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if .Values.cluster.enabled }}
+    - name: cluster-secret
+      secret:
+        secretName: {{ include "stowage.clusterSecretName" . }}
+        items:
+          - key: {{ .Values.cluster.secretKey }}
+            path: {{ .Values.cluster.secretKey }}
         defaultMode: 0440
     {{- end }}
     {{- with .Values.extraVolumes }}
