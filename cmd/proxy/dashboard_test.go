@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestServeDashboard: "serve" mounts the dashboard beside the admin API:
@@ -62,5 +64,45 @@ func TestServeDashboard(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServeDashboardUsage: serve plugs the eviction engine's usage index
+// into the dashboard: once the index is built the overview shows the cap.
+func TestServeDashboardUsage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgFile, []byte("ui:\n  public_read_only: true\ncache:\n  max_size: 1GiB\nlog:\n  level: error\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
+	var o struct {
+		Usage struct {
+			Tracked  bool  `json:"tracked"`
+			Indexing bool  `json:"indexing"`
+			Cap      int64 `json:"cap_bytes"`
+			FSTotal  int64 `json:"fs_total_bytes"`
+			Used     int64 `json:"used_bytes"`
+		} `json:"usage"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !o.Usage.Tracked {
+		if time.Now().After(deadline) {
+			t.Fatalf("usage never tracked: %+v", o.Usage)
+		}
+		time.Sleep(50 * time.Millisecond)
+		resp, err := http.Get("http://" + addr + "/api/v1/overview")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.Usage.Cap != 1<<30 || o.Usage.FSTotal <= 0 || o.Usage.Used != 0 {
+		t.Errorf("usage: %+v", o.Usage)
 	}
 }

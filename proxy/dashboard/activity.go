@@ -66,7 +66,7 @@ func (d *Dashboard) activity(w http.ResponseWriter, _ *http.Request) {
 		a.StaleServes = append(a.StaleServes, StaleServes{Upstream: host, Total: n})
 	}
 	sort.Slice(a.StaleServes, func(i, j int) bool { return a.StaleServes[i].Upstream < a.StaleServes[j].Upstream })
-	if es, ok := d.o.Usage.(EvictionSource); ok {
+	if es, ok := d.usageSource().(EvictionSource); ok {
 		a.EvictionsTracked = true
 		if ev := es.RecentEvictions(); ev != nil {
 			a.Evictions = ev

@@ -344,3 +344,27 @@ func TestAPIUpstreamDown(t *testing.T) {
 		t.Errorf("healthy upstream: %+v", up)
 	}
 }
+
+// buildingIndex is a usage index still being built.
+type buildingIndex struct{ fakeUsage }
+
+func (buildingIndex) IsReady() bool { return false }
+
+// TestAPIUsageIndexing: an index plugged in after New that is not ready
+// yet shows as indexing, with the filesystem's numbers meanwhile.
+func TestAPIUsageIndexing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	e.dash.SetUsage(buildingIndex{})
+	var o dashboard.Overview
+	e.getJSON("/api/v1/overview", &o)
+	if o.Usage.Tracked || !o.Usage.Indexing || o.Usage.FSTotal <= 0 {
+		t.Errorf("usage while indexing: %+v", o.Usage)
+	}
+	e.dash.SetUsage(fakeUsage{})
+	var o2 dashboard.Overview
+	e.getJSON("/api/v1/overview", &o2)
+	if !o2.Usage.Tracked || o2.Usage.Indexing || o2.Usage.Cap != 1000 {
+		t.Errorf("usage once plugged: %+v", o2.Usage)
+	}
+}

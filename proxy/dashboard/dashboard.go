@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -103,6 +104,7 @@ type Options struct {
 // routes. Close stops its traffic sampler.
 type Dashboard struct {
 	o        Options
+	usageSrc atomic.Pointer[UsageSource]
 	tokenSum [32]byte
 	mux      *http.ServeMux
 	samples  *sampler
@@ -141,6 +143,9 @@ func New(o Options) (*Dashboard, error) {
 		o.Replica, _ = os.Hostname()
 	}
 	d := &Dashboard{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), started: o.Now(), done: make(chan struct{})}
+	if o.Usage != nil {
+		d.SetUsage(o.Usage)
+	}
 	d.samples = newSampler(o.SampleInterval)
 	d.routes()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,6 +153,18 @@ func New(o Options) (*Dashboard, error) {
 	d.sample()
 	go d.runSampler(ctx)
 	return d, nil
+}
+
+// SetUsage plugs in (or replaces) the usage index after New, for a server
+// that builds its index after the dashboard. A source that also has
+// IsReady() bool is shown as indexing until it is ready.
+func (d *Dashboard) SetUsage(u UsageSource) { d.usageSrc.Store(&u) }
+
+func (d *Dashboard) usageSource() UsageSource {
+	if u := d.usageSrc.Load(); u != nil {
+		return *u
+	}
+	return nil
 }
 
 // Close stops the sampler.

@@ -12,12 +12,14 @@ import (
 // Usage is the cache's size. Tracked is false without a usage index: only
 // the filesystem's numbers are known then.
 type Usage struct {
-	Tracked bool  `json:"tracked"`
-	Used    int64 `json:"used_bytes,omitempty"`
-	Cap     int64 `json:"cap_bytes,omitempty"` // 0: no cap
-	Objects int   `json:"objects,omitempty"`
-	FSTotal int64 `json:"fs_total_bytes,omitempty"`
-	FSFree  int64 `json:"fs_free_bytes,omitempty"`
+	Tracked bool `json:"tracked"`
+	// Indexing is true while the usage index is still being built.
+	Indexing bool  `json:"indexing,omitempty"`
+	Used     int64 `json:"used_bytes,omitempty"`
+	Cap      int64 `json:"cap_bytes,omitempty"` // 0: no cap
+	Objects  int   `json:"objects,omitempty"`
+	FSTotal  int64 `json:"fs_total_bytes,omitempty"`
+	FSFree   int64 `json:"fs_free_bytes,omitempty"`
 }
 
 // Traffic is the proxy's traffic since it started.
@@ -58,11 +60,14 @@ type Overview struct {
 
 // usage asks the usage index, else the filesystem under the store's root.
 func (d *Dashboard) usage() Usage {
-	if d.o.Usage != nil {
-		used, capacity, total, free, objects := d.o.Usage.Usage()
-		return Usage{Tracked: true, Used: used, Cap: capacity, Objects: objects, FSTotal: total, FSFree: free}
-	}
 	var u Usage
+	if src := d.usageSource(); src != nil {
+		if r, ok := src.(interface{ IsReady() bool }); !ok || r.IsReady() {
+			used, capacity, total, free, objects := src.Usage()
+			return Usage{Tracked: true, Used: used, Cap: capacity, Objects: objects, FSTotal: total, FSFree: free}
+		}
+		u.Indexing = true
+	}
 	if root := d.o.Store.Root(); root != "" {
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(root, &st); err == nil {

@@ -168,9 +168,10 @@ async function loadOverview() {
     $("ov-usage-bar").value = u.cap_bytes ? Math.min(u.used_bytes / u.cap_bytes, 1) : 0;
     setText("ov-objects", String(u.objects), u.objects);
   } else {
-    setText("ov-usage", "not tracked", "");
+    const what = u.indexing ? "indexing…" : "not tracked";
+    setText("ov-usage", what, "");
     $("ov-usage-bar").value = 0;
-    setText("ov-objects", "not tracked", "");
+    setText("ov-objects", what, "");
   }
   if (u.fs_total_bytes) {
     const usedFS = u.fs_total_bytes - u.fs_free_bytes;
