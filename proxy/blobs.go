@@ -33,6 +33,9 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		}
 		p.m.hits.WithLabelValues("blob").Inc()
 		p.cacheHooks().Touched(q.dgst)
+		if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
+			return
+		}
 		defer p.serving.hold(q.dgst)()
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
@@ -69,6 +72,24 @@ func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 		return err
 	}
 	return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+}
+
+// redirectBlob sends a client to a presigned URL of a committed blob when
+// the store gives one (object storage with storage.redirect: true). Only
+// committed blobs are redirected: a blob being filled is always streamed
+// by the proxy. The URL carries a signature and is never logged.
+func (p *Proxy) redirectBlob(w http.ResponseWriter, r *http.Request, q *request) bool {
+	u, err := p.store.BlobURL(r, q.dgst)
+	if err != nil {
+		p.log.Warn("presigning a blob URL; streaming the blob instead", "digest", q.dgst, "err", err)
+		return false
+	}
+	if u == "" {
+		return false
+	}
+	setBlobHeaders(w.Header(), q)
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return true
 }
 
 func setBlobHeaders(h http.Header, q *request) {
