@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need=()
-for pkg in skopeo containerd podman squid jq curl wrk nginx-light redis-server; do
+for pkg in skopeo containerd podman squid jq curl wrk nginx-light redis-server chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

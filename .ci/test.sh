@@ -42,6 +42,9 @@ fi
 
 echo "== go test -race ./..."
 json=$(mktemp)
+# The dashboard's browser tests write their screenshots here.
+export STOWAGE_UI_SCREENSHOTS="${STOWAGE_UI_SCREENSHOTS:-${TMPDIR:-/tmp}/stowage-ui-screenshots}"
+echo "dashboard screenshots: $STOWAGE_UI_SCREENSHOTS"
 go test -race -count=1 -timeout 15m -json ./... >"$json"
 rc=$?
 # Human-readable output, then the per-test counts.

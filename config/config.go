@@ -64,6 +64,9 @@ type Config struct {
 	// Link budgets the bandwidth of each forward proxy shared by several
 	// upstreams, and the share prefetch may take of it while clients wait.
 	Link Link `yaml:"link"`
+
+	// UI configures the web dashboard (/ui/).
+	UI UI `yaml:"ui"`
 }
 
 // Storage selects the cache backend.
