@@ -195,7 +195,7 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 			return fail(err)
 		}
 		linkFn := func(ctx context.Context) error {
-			if !link {
+			if !link || !f.Linkable() {
 				return nil
 			}
 			return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
@@ -229,7 +229,7 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 		// Make the truncation visible on every protocol.
 		panic(http.ErrAbortHandler)
 	}
-	if rd.Err() == nil && link {
+	if rd.Err() == nil && link && f.Linkable() {
 		if err := p.store.LinkBlob(context.WithoutCancel(ctx), q.cacheRepo, q.dgst); err != nil {
 			p.log.Warn("link blob", "repo", q.cacheRepo, "digest", q.dgst, "err", err)
 		}
