@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stowage/stowage/proxy/internal/testenv"
 )
 
 func newTags(t *testing.T, l *RedisLeases) *RedisTags {
@@ -136,4 +138,51 @@ func TestRedisTagsHangingRedis(t *testing.T) {
 			t.Errorf("Close took %v", d)
 		}
 	})
+}
+
+// TestRedisTagsSubscriberSurvivesRestart: the retag subscriber of a
+// replica reconnects by itself after its Redis (a real redis-server of the
+// test) was killed and started again, and after it hung (SIGSTOP) and
+// continued: retags published afterwards reach it.
+func TestRedisTagsSubscriberSurvivesRestart(t *testing.T) {
+	rs := testenv.StartRedisServer(t)
+	client := func() *redis.Client {
+		c := NewRedisClient(rs.Addr, "", 0, 200*time.Millisecond)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	pub := newTags(t, newLeases(t, client(), "p:", time.Second, WithBackoff(50*time.Millisecond)))
+	sub := newTags(t, newLeases(t, client(), "p:", time.Second, WithBackoff(50*time.Millisecond)))
+	got := make(chan string, 16)
+	sub.Watch(func(repo, tag string) { got <- repo + ":" + tag })
+	// deliver publishes until the subscriber reports it (the publisher's
+	// breaker may need a probe first), bounded.
+	deliver := func(phase, tag string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if sub.Subscribed() {
+				pub.Confirmed(t.Context(), "r", tag, "sha256:aa", time.Now(), true)
+				select {
+				case g := <-got:
+					if g != "r:"+tag {
+						t.Fatalf("%s: got %s", phase, g)
+					}
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s: the retag never reached the subscriber", phase)
+	}
+	deliver("before", "v1")
+	rs.Kill()
+	rs.Start()
+	deliver("after a restart", "v2")
+	rs.Stop()
+	time.Sleep(6 * time.Second) // past receiveWait: the subscriber pings, gets no pong
+	rs.Cont()
+	deliver("after a hang", "v3")
 }
