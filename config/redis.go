@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 )
 
 // namespacePattern: what a redis.namespace may hold (it becomes part of
@@ -24,8 +26,8 @@ func validateRedisNamespace(ns string) []error {
 // share — the filesystem root's absolute path, or the S3 bucket, endpoint,
 // region and root directory — so that the replicas of one cache agree on it
 // and two caches on different storage never share a key. The in-memory
-// driver shares nothing: its namespace is "inmemory", which coordinates
-// nothing useful but harms nothing either.
+// driver shares nothing: its namespace is this process's own (host name
+// and process id), so that it never waits on another process's lease.
 func (c *Config) RedisNamespace() string {
 	if c.Redis.Namespace != "" {
 		return c.Redis.Namespace
@@ -33,7 +35,8 @@ func (c *Config) RedisNamespace() string {
 	var id string
 	switch c.Storage.Driver {
 	case "inmemory":
-		return "inmemory"
+		host, _ := os.Hostname()
+		id = "inmemory\x00" + host + "\x00" + strconv.Itoa(os.Getpid())
 	case "s3":
 		s := func(k string) string { v, _ := c.Storage.S3[k].(string); return v }
 		id = "s3\x00" + s("bucket") + "\x00" + s("regionendpoint") + "\x00" + s("region") + "\x00" + filepath.Clean("/"+s("rootdirectory"))
