@@ -152,7 +152,7 @@ func (t *RedisTags) subscribe(ctx context.Context, forget func(repo, tag string)
 // receive runs one subscription until it fails or ctx ends.
 func (t *RedisTags) receive(ctx context.Context, forget func(repo, tag string)) {
 	ps := t.l.c.Subscribe(ctx)
-	defer ps.Close()
+	defer func() { _ = ps.Close() }()
 	// A read blocked on the connection does not see ctx end: Close closes
 	// the subscription itself.
 	t.mu.Lock()

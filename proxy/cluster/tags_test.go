@@ -58,7 +58,7 @@ func TestRedisTagsShareAndPublish(t *testing.T) {
 		tg.Watch(watch(name))
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !(a.Subscribed() && b.Subscribed() && other.Subscribed()) && time.Now().Before(deadline) {
+	for (!a.Subscribed() || !b.Subscribed() || !other.Subscribed()) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	a.Confirmed(ctx, "r", "v1", "sha256:bb", at.Add(time.Minute), true)

@@ -34,7 +34,7 @@ func StartRedisServer(t testing.TB) *RedisServer {
 		}
 		t.Skipf("redis-server: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,8 @@ func StartRedisServer(t testing.TB) *RedisServer {
 // Start (re)starts the server on its port and waits until it answers.
 func (r *RedisServer) Start() {
 	r.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	// Not bound to a context: Kill ends it (also a stopped one).
+	cmd := exec.CommandContext(context.Background(), "redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no")
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -68,7 +69,9 @@ func (r *RedisServer) Start() {
 
 // ping sends PING and reads the answer, bounded.
 func (r *RedisServer) ping() bool {
-	c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.Addr)
 	if err != nil {
 		return false
 	}
