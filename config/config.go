@@ -189,6 +189,12 @@ type Redis struct {
 	// counts as down: the replica coordinates its fills locally for a
 	// while (a circuit breaker) instead of waiting on every blob.
 	Timeout time.Duration `yaml:"timeout"`
+	// Namespace is put in front of every key this cache keeps in Redis
+	// (leases, budget, tag times, the retag channel), so that several
+	// independent caches can share one Redis database. Empty: derived from
+	// the storage the replicas share (RedisNamespace), so that replicas of
+	// one cache agree on it without configuration and two caches never do.
+	Namespace string `yaml:"namespace"`
 }
 
 // Admin configures the admin API.

@@ -153,6 +153,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 				return m, nil
 			}
 			p.mem.putTag(q.cacheRepo, ref, storage.Tag{Digest: m.dgst, FetchedAt: now}, now)
+			p.tagConfirmed(fctx, q.cacheRepo, ref, m.dgst, now, true)
 		}
 		return m, nil
 	})
