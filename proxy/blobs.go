@@ -33,9 +33,13 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		}
 		p.m.hits.WithLabelValues("blob").Inc()
 		p.cacheHooks().Touched(q.dgst)
-		defer p.serving.hold(q.dgst)()
+		release := p.serving.hold(q.dgst)
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
+		release()
+		if r.Method == http.MethodGet {
+			p.sampleIntegrity(q.dgst)
+		}
 		return
 	case !errors.Is(err, storage.ErrNotFound):
 		p.writeError(w, r, err)
@@ -114,8 +118,14 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 // repository.
 func (p *Proxy) serveFill(w http.ResponseWriter, r *http.Request, q *request) (rejoin bool) {
 	h, leave, err := p.joinFill(r.Context(), q)
+	if uncachedOK(r, err) {
+		err = p.serveUncached(w, r, q, &bodyTap{ResponseWriter: w, h: q.dgst.Algorithm().Hash()}, -1)
+	}
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return false
+	}
+	if h == nil {
 		return false
 	}
 	defer leave()
@@ -145,12 +155,25 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 			h.Release() // no reader took the hold
 		}
 	}()
+	// tap sees the body bytes the client gets: when the fill fails for
+	// lack of space, the response goes on from the upstream (serveUncached).
+	tap := &bodyTap{ResponseWriter: w, h: q.dgst.Algorithm().Hash()}
 	fail := func(err error) bool {
 		if ctx.Err() != nil {
 			return false // the client left
 		}
 		if repoSpecific(err) && !sameOrigin(f, q) {
 			return true
+		}
+		if uncachedOK(r, err) {
+			if held {
+				h.Release() // the fill's bytes are of no use to this client
+				held = false
+			}
+			err = p.serveUncached(w, r, q, tap, -1)
+			if err == nil {
+				return false
+			}
 		}
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return false
@@ -180,7 +203,14 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 	held = false // the reader owns the hold now
 	defer func() { _ = rd.Close() }()
 	setBlobHeaders(w.Header(), q)
-	http.ServeContent(headersFirst{w}, r, "", time.Time{}, rd)
+	http.ServeContent(headersFirst{tap}, r, "", time.Time{}, rd)
+	if uncachedOK(r, rd.Err()) {
+		_ = rd.Close() // leave the failed fill before the upstream download
+		if err := p.serveUncached(w, r, q, tap, size); err != nil {
+			p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		}
+		return false
+	}
 	if rd.Err() != nil && ctx.Err() == nil {
 		p.log.Warn("blob response cut short", "digest", q.dgst, "repo", q.cacheRepo, "err", rd.Err())
 		// Make the truncation visible on every protocol.

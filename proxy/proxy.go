@@ -77,6 +77,8 @@ type Proxy struct {
 	mu        sync.Mutex
 	upstreams map[string]upstream.Registry
 	tagPages  *tagPageCache
+
+	health health // readiness, disk-full episodes, integrity checks
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.
@@ -135,6 +137,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
+	p.health.checks.Wait() // background integrity checks
 	if p.peer != nil {
 		p.peer.client.CloseIdleConnections()
 	}
