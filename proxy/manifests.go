@@ -132,6 +132,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 		}
 		um, err := reg.GetManifest(fctx, q.repo, ref, nil)
 		if err != nil {
+			p.m.upstreamErrors.WithLabelValues(q.host, errorClass(err)).Inc()
 			return nil, err
 		}
 		m, err := p.verifyManifest(q.host, um, ref)

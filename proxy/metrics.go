@@ -116,7 +116,7 @@ func (m *metrics) addOperational() {
 	}, []string{"outcome"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stowage_upstream_errors_total",
-		Help: "Failed blob fills by registry host and class of the failure (not_found, denied, rate_limited, unavailable, invalid, digest_mismatch, storage, other).",
+		Help: "Failed blob fills and manifest fetches by registry host and class of the failure (not_found, denied, rate_limited, unavailable, invalid, digest_mismatch, storage, other).",
 	}, []string{"upstream", "class"})
 	m.integrityChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stowage_integrity_checks_total",

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -40,7 +41,7 @@ func newEvictEnv(t *testing.T, maxSize int64) (*env, *evict.Engine) {
 // sequence: three 1 MiB blobs pulled (three misses, three committed
 // fills, 3 MiB from the upstream), one pulled again (a hit), then an
 // eviction pass under a 2.5 MiB cap that removes the least recently used
-// blob.
+// blob, and a manifest the upstream does not have.
 func TestMetricsAfterPullsAndEviction(t *testing.T) {
 	t.Parallel()
 	const size = 1 << 20
@@ -61,6 +62,12 @@ func TestMetricsAfterPullsAndEviction(t *testing.T) {
 	if len(res.Evicted) != 1 || res.Evicted[0] != ds[0] {
 		t.Fatalf("evicted %v, want only %s (least recently used)", res.Evicted, ds[0])
 	}
+	// A tag the upstream does not have: an upstream error of class not_found.
+	resp := e.get(context.Background(), http.MethodGet, "/v2/library/m0/manifests/nope", nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown tag: %d", resp.StatusCode)
+	}
 	m := scrape(t, e)
 	for name, want := range map[string]float64{
 		`stowage_cache_misses_total{kind="blob"}`:                               3,
@@ -76,7 +83,8 @@ func TestMetricsAfterPullsAndEviction(t *testing.T) {
 		`stowage_cache_capacity_bytes`:                                          5 * size / 2,
 		`stowage_disk_full_episodes_total`:                                      0,
 		`stowage_disk_full`:                                                     0,
-		`stowage_upstream_errors_total{class="not_found",upstream="docker.io"}`: -1, // absent: no failure
+		`stowage_upstream_errors_total{class="not_found",upstream="docker.io"}`: 1,
+		`stowage_upstream_errors_total{class="storage",upstream="docker.io"}`:   -1, // absent
 	} {
 		got, ok := m[name]
 		switch {
