@@ -114,3 +114,37 @@ func TestDiskFullServesUncached(t *testing.T) {
 		t.Fatalf("cached blob fetched from the upstream again (%d GETs)", n)
 	}
 }
+
+// TestDiskFullUncachedIsVerified: the bytes a client gets from the
+// upstream after its fill ran out of space are verified with the ones it
+// got before. An upstream that ignores Range resends the prefix, which is
+// skipped: the response completes, right. An upstream that corrupts the
+// continuation: the response is cut short, never complete.
+func TestDiskFullUncachedIsVerified(t *testing.T) {
+	dir := testenv.SmallFS(t, 8<<20)
+	e := newEnv(t, envOptions{root: dir})
+	const size = 12 << 20
+	d := e.seedBlob("library/big:v1", size, 32)
+	ctx := context.Background()
+
+	e.up.SetFault(testenv.IgnoreRange(nil))
+	e.pullBlob(t, "library/big", d, size)
+	if n := e.up.Count(testenv.BlobGet); n < 2 {
+		t.Fatalf("%d upstream blob GETs, want the fill's and the continuation's", n)
+	}
+
+	pass := func(w http.ResponseWriter, r *http.Request, next http.Handler) { next.ServeHTTP(w, r) }
+	e.up.SetFault(testenv.FirstBlobGet(pass, testenv.CorruptBlobs(2<<20)))
+	resp := e.get(ctx, http.MethodGet, "/v2/library/big/blobs/"+d.String(), nil)
+	got, n, err := readAllHash(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("corrupt continuation: a complete response of %d bytes hashing to %s (status %d), want it cut short", n, got, resp.StatusCode)
+	}
+	if _, err := e.store.StatBlob(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("blob committed: %v", err)
+	}
+	if !strings.Contains(e.metrics(t), `stowage_uncached_blob_serves_total{outcome="failed"} 1`) {
+		t.Error("the failed uncached serve is not counted")
+	}
+}
