@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -30,6 +31,36 @@ type health struct {
 	probing  sync.Mutex // one probe at a time
 	checking atomic.Int32
 	checks   sync.WaitGroup
+	// stopChecks ends the background checks (Close); set with the first.
+	checksCtx  context.Context
+	stopChecks context.CancelFunc
+}
+
+// goCheck runs check in the background unless Close has begun; the
+// check's context ends with Close.
+func (h *health) goCheck(check func(ctx context.Context)) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.checksCtx == nil {
+		h.checksCtx, h.stopChecks = context.WithCancel(context.Background())
+	}
+	if h.checksCtx.Err() != nil {
+		return false // closed
+	}
+	ctx := h.checksCtx
+	h.checks.Go(func() { check(ctx) }) // under mu: never after closeChecks' Wait began
+	return true
+}
+
+// closeChecks cancels the background checks and waits for them.
+func (h *health) closeChecks() {
+	h.mu.Lock()
+	if h.stopChecks == nil {
+		h.checksCtx, h.stopChecks = context.WithCancel(context.Background())
+	}
+	h.stopChecks()
+	h.mu.Unlock()
+	h.checks.Wait()
 }
 
 // SetDraining marks the proxy as stopping (true): /readyz answers 503 so

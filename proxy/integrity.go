@@ -35,12 +35,15 @@ func (p *Proxy) sampleIntegrity(d digest.Digest) {
 		p.m.integrityChecks.WithLabelValues("skipped").Inc()
 		return
 	}
-	h.checks.Go(func() {
+	started := h.goCheck(func(base context.Context) {
 		defer h.checking.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), integrityTimeout)
+		ctx, cancel := context.WithTimeout(base, integrityTimeout)
 		defer cancel()
 		p.checkBlob(ctx, d)
 	})
+	if !started {
+		h.checking.Add(-1)
+	}
 }
 
 // checkBlob re-hashes a committed blob and removes it when corrupt.
@@ -50,6 +53,8 @@ func (p *Proxy) checkBlob(ctx context.Context, d digest.Digest) {
 	case err == nil:
 		p.m.integrityChecks.WithLabelValues("ok").Inc()
 		return
+	case ctx.Err() != nil:
+		return // the proxy is closing
 	case !errors.Is(err, errCorrupt):
 		p.m.integrityChecks.WithLabelValues("error").Inc()
 		p.log.Warn("integrity check failed to read blob", "digest", d, "err", err)

@@ -137,7 +137,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
-	p.health.checks.Wait() // background integrity checks
+	p.health.closeChecks() // background integrity checks
 	if p.peer != nil {
 		p.peer.client.CloseIdleConnections()
 	}
