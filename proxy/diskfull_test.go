@@ -1,9 +1,12 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -146,5 +149,46 @@ func TestDiskFullUncachedIsVerified(t *testing.T) {
 	}
 	if !strings.Contains(e.metrics(t), `stowage_uncached_blob_serves_total{outcome="failed"} 1`) {
 		t.Error("the failed uncached serve is not counted")
+	}
+}
+
+// TestDiskFullRanges: range requests are served too when the cache cannot
+// store the blob: a short range with the disk full (its bytes go out only
+// once the whole blob is verified), and a resume range ("bytes=N-") whose
+// fill runs out of space midway.
+func TestDiskFullRanges(t *testing.T) {
+	dir := testenv.SmallFS(t, 8<<20)
+	e := newEnv(t, envOptions{root: dir})
+	const size = 12 << 20
+	d := e.seedBlob("library/big:v1", size, 33)
+	data := testenv.RandomBytes(size, 33)
+	ctx := context.Background()
+	get := func(rng string) []byte {
+		t.Helper()
+		resp := e.get(ctx, http.MethodGet, "/v2/library/big/blobs/"+d.String(), http.Header{"Range": {rng}})
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusPartialContent || err != nil {
+			t.Fatalf("Range %s: status %d, err %v", rng, resp.StatusCode, err)
+		}
+		return body
+	}
+
+	filler := testenv.FillFS(t, dir)
+	if got := get("bytes=100-199"); !bytes.Equal(got, data[100:200]) {
+		t.Fatalf("bytes=100-199 on a full disk: %d bytes, wrong", len(got))
+	}
+	if got := get("bytes=-10"); !bytes.Equal(got, data[size-10:]) {
+		t.Fatalf("bytes=-10 on a full disk: %d bytes, wrong", len(got))
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	const from = 5_000_000
+	if got := get(fmt.Sprintf("bytes=%d-", from)); !bytes.Equal(got, data[from:]) {
+		t.Fatalf("bytes=%d- with the fill running out of space: %d bytes, wrong", from, len(got))
+	}
+	if _, err := e.store.StatBlob(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("blob committed: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/stowage/stowage/upstream"
 )
@@ -43,8 +44,43 @@ func (t *bodyTap) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 // request is a whole-blob GET (a range cannot be verified without the
 // whole blob) and the client is still there.
 func uncachedOK(r *http.Request, err error) bool {
-	return err != nil && isDiskFull(err) && r.Method == http.MethodGet &&
-		r.Header.Get("Range") == "" && r.Context().Err() == nil
+	rh := r.Header.Get("Range")
+	return err != nil && isDiskFull(err) && r.Method == http.MethodGet && r.Context().Err() == nil &&
+		(rh == "" || (!strings.Contains(rh, ",") && r.Header.Get("If-Range") == ""))
+}
+
+// singleRange parses a one-range Range header ("bytes=a-b", "bytes=a-",
+// "bytes=-n") against a blob of size bytes, as http.ServeContent does.
+func singleRange(h string, size int64) (start, end int64, ok bool) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return 0, 0, false
+	}
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	if a == "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		return max(0, size-n), size - 1, size > 0
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return 0, 0, false
+	}
+	end = size - 1
+	if b != "" {
+		e, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || e < start {
+			return 0, 0, false
+		}
+		end = min(e, size-1)
+	}
+	return start, end, true
 }
 
 // serveUncached answers a whole-blob GET from the upstream without caching
@@ -72,6 +108,9 @@ func (p *Proxy) serveUncached(w http.ResponseWriter, r *http.Request, q *request
 func (p *Proxy) streamUncached(_ http.ResponseWriter, r *http.Request, q *request, t *bodyTap, size int64) error {
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.Cache.Fill.MaxDuration)
 	defer cancel()
+	if rh := r.Header.Get("Range"); rh != "" {
+		return p.streamUncachedRange(ctx, rh, q, t, size)
+	}
 	reg, err := p.upstream(q.host)
 	if err != nil {
 		return err
@@ -151,4 +190,88 @@ func (p *Proxy) streamUncached(_ http.ResponseWriter, r *http.Request, q *reques
 		t.n++
 	}
 	return nil
+}
+
+// streamUncachedRange answers a one-range request from the upstream: the
+// whole blob is downloaded and hashed, the range's bytes after the t.n the
+// client already has are sent as they pass, except the range's last byte,
+// sent once the whole blob matches its digest.
+func (p *Proxy) streamUncachedRange(ctx context.Context, rh string, q *request, t *bodyTap, size int64) error {
+	reg, err := p.upstream(q.host)
+	if err != nil {
+		return err
+	}
+	b, err := reg.GetBlob(ctx, q.repo, q.dgst, 0)
+	if err != nil {
+		return err
+	}
+	defer b.Body.Close()
+	if b.Offset != 0 {
+		return fmt.Errorf("%w: upstream answered from %d, want 0", upstream.ErrInvalid, b.Offset)
+	}
+	if b.Size >= 0 {
+		if size >= 0 && b.Size != size {
+			return fmt.Errorf("%w: upstream size %d, fill size %d", upstream.ErrDigestMismatch, b.Size, size)
+		}
+		size = b.Size
+	}
+	if size < 0 {
+		return fmt.Errorf("%w: upstream sent no length for a range request", upstream.ErrInvalid)
+	}
+	start, end, ok := singleRange(rh, size)
+	if !ok {
+		return fmt.Errorf("%w: range %q of %d bytes", upstream.ErrRangeNotSatisfiable, rh, size)
+	}
+	if !t.headerSent {
+		setBlobHeaders(t.Header(), q)
+		t.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
+		t.Header().Set("Content-Length", strconv.FormatInt(end-start+1, 10))
+		t.WriteHeader(http.StatusPartialContent)
+		_ = http.NewResponseController(t).Flush()
+	}
+	p.log.Info("serving a blob range from the upstream without caching it", "digest", q.dgst, "repo", q.cacheRepo, "range", rh)
+	counter := p.m.upstreamBytes.WithLabelValues(q.host)
+	h := q.dgst.Algorithm().Hash()
+	from := start + t.n // the client has the range's first t.n bytes
+	var (
+		pos  int64
+		last []byte
+	)
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := b.Body.Read(buf)
+		if n > 0 {
+			counter.Add(float64(n))
+			if pos+int64(n) > size {
+				return fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, size)
+			}
+			h.Write(buf[:n])
+			// Send [from, end) of this chunk; keep the byte at end.
+			lo, hi := max(from, pos), min(end, pos+int64(n))
+			if lo < hi {
+				if _, err := t.ResponseWriter.Write(buf[lo-pos : hi-pos]); err != nil {
+					return err
+				}
+				from = hi
+			}
+			if end >= pos && end < pos+int64(n) {
+				last = []byte{buf[end-pos]}
+			}
+			pos += int64(n)
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w: %w", upstream.ErrUnavailable, rerr)
+		}
+	}
+	if pos != size {
+		return fmt.Errorf("%w: body ended at %d of %d bytes", upstream.ErrUnavailable, pos, size)
+	}
+	if got := fmt.Sprintf("%s:%x", q.dgst.Algorithm(), h.Sum(nil)); got != q.dgst.String() {
+		return fmt.Errorf("%w: upstream bytes hash to %s, want %s", upstream.ErrDigestMismatch, got, q.dgst)
+	}
+	_, err = t.ResponseWriter.Write(last)
+	return err
 }
