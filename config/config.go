@@ -141,6 +141,10 @@ type Cache struct {
 	// EvictGrace protects content used (or cached) this recently from
 	// eviction and from "proxy gc". Default 10m; at least 1m.
 	EvictGrace time.Duration `yaml:"evict_grace"`
+	// VerifySample is the share of cache hits whose blob is re-hashed in
+	// the background after it was served (0 to 1; default 0: none). A blob
+	// that fails is removed, so the next pull fetches it again.
+	VerifySample float64 `yaml:"verify_sample"`
 }
 
 // Fill bounds a blob fill. The upstream's retry.attempts counts attempts

@@ -79,6 +79,8 @@ type Proxy struct {
 	mu        sync.Mutex
 	upstreams map[string]upstream.Registry
 	tagPages  *tagPageCache
+
+	health health // readiness, disk-full episodes, integrity checks
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.
@@ -141,6 +143,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
+	p.health.closeChecks() // background integrity checks
 	var errs []error
 	if c, ok := p.tags.(io.Closer); ok {
 		errs = append(errs, c.Close())

@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd(), newGCCmd(), newVerifyCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd(), newGCCmd(), newVerifyCmd(), newStatsCmd())
 	return root
 }
 
