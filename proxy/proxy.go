@@ -77,6 +77,9 @@ type Proxy struct {
 	mu        sync.Mutex
 	upstreams map[string]upstream.Registry
 	tagPages  *tagPageCache
+
+	// stale keeps the last stale serves (staleserves.go).
+	stale staleRing
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.

@@ -260,10 +260,24 @@ async function loadActivity() {
       el("td", {}, canWrite ? el("button", { type: "button", text: "Cancel", "aria-label": "Cancel " + label, onclick: () => cancelFill(f.digest) }) : null));
   }));
   $("stale").replaceChildren(...(a.stale_serves.length ? a.stale_serves.map((s) => el("li", {}, el("code", { text: s.upstream }), ": " + s.total)) : [el("li", { class: "muted", text: "none" })]));
-  const ev = a.evictions_tracked
-    ? (a.evictions.length ? a.evictions.map((e) => el("li", {}, when(e.time) + " ", el("code", { text: short(e.digest) }), " " + bytes(e.size) + (e.reason ? " (" + e.reason + ")" : ""))) : [el("li", { class: "muted", text: "none" })])
-    : [el("li", { class: "muted", text: "not tracked (no usage index)" })];
-  $("evictions").replaceChildren(...ev);
+  const rs = a.recent_stale_serves || [];
+  $("stale-recent-empty").hidden = rs.length > 0;
+  $("stale-recent").hidden = rs.length === 0;
+  fill($("stale-recent").tBodies[0], rs.map((x) => el("tr", {},
+    el("td", { text: when(x.time) }),
+    el("td", {}, el("code", { text: x.repository })),
+    el("td", {}, el("code", { text: x.tag })),
+    el("td", { class: "num", text: x.age_seconds < 0 ? "unknown" : dur(x.age_seconds) }),
+    el("td", { class: "error", text: x.error }))));
+  const ev = a.evictions || [];
+  $("evictions-empty").textContent = a.evictions_tracked ? "None." : "Not tracked (no usage index).";
+  $("evictions-empty").hidden = ev.length > 0;
+  $("evictions").hidden = ev.length === 0;
+  fill($("evictions").tBodies[0], ev.map((e) => el("tr", {},
+    el("td", { text: when(e.time) }),
+    el("td", {}, el("code", { text: short(e.digest), title: e.digest })),
+    el("td", { class: "num", text: bytes(e.size) }),
+    el("td", { text: e.reason || "" }))));
 }
 
 async function cancelFill(d) {
