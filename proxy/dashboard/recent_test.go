@@ -15,12 +15,22 @@ import (
 )
 
 // engineUsage plugs a real eviction engine into the dashboard, as
-// cmd/proxy's indexUsage does.
-type engineUsage struct{ eng *evict.Engine }
+// cmd/proxy's indexUsage does, showing it against capa and the
+// filesystem of root.
+type engineUsage struct {
+	eng  *evict.Engine
+	capa int64
+	root string
+}
 
 func (u engineUsage) Usage() (used, capacity, fsTotal, fsFree int64, objects int) {
 	used, objects = u.eng.Index().Usage()
-	return used, 1 << 20, 0, 0, objects
+	if u.root != "" {
+		if total, free, err := evict.Statfs(u.root)(); err == nil {
+			fsTotal, fsFree = int64(total), int64(free) //nolint:gosec // filesystem sizes fit
+		}
+	}
+	return used, u.capa, fsTotal, fsFree, objects
 }
 
 func (u engineUsage) RecentEvictions() []dashboard.Eviction { return u.eng.RecentEvictions() }
@@ -47,7 +57,7 @@ func TestAPIRecentEvictions(t *testing.T) {
 	e.up.Push(t, "team/app:v1", testenv.OCIImage(t, 3, 16<<10))
 	e.pull("docker.io/team/app:v1")
 	eng := newEngine(t, e, evict.Policy{MaxSize: 1}) // everything but manifests goes
-	e.dash.SetUsage(engineUsage{eng})
+	e.dash.SetUsage(engineUsage{eng: eng, capa: 1 << 20})
 
 	var a dashboard.Activity
 	e.getJSON("/api/v1/activity", &a)
