@@ -11,7 +11,8 @@ import (
 // Fill is a fill in flight with its rate and ETA.
 type Fill struct {
 	proxy.FillInfo
-	// Replica is the process downloading it.
+	// Replica is the process downloading it: this one, or the lease
+	// owner id of the other replica this one streams it from (Owner).
 	Replica string `json:"replica"`
 	// Progress is written/size in [0,1], or -1 while the size is unknown.
 	Progress float64 `json:"progress"`
@@ -51,6 +52,9 @@ func (d *Dashboard) fillList() []Fill {
 	out := make([]Fill, 0, len(infos))
 	for _, f := range infos {
 		v := Fill{FillInfo: f, Replica: d.o.Replica, Progress: -1, ETASeconds: -1}
+		if f.Owner != "" {
+			v.Replica = f.Owner
+		}
 		if el := now.Sub(f.Started).Seconds(); el > 0 {
 			v.Rate = float64(f.Written) / el
 		}

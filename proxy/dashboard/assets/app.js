@@ -256,7 +256,7 @@ async function loadActivity() {
       el("td", { class: "num", text: bytes(f.rate) + "/s" }),
       el("td", { class: "num", text: dur(f.eta_seconds) }),
       el("td", { class: "num", text: String(f.clients) }),
-      el("td", { text: f.replica }),
+      el("td", f.owner ? { text: f.replica + " (peer)", title: "Streamed from replica " + f.replica + ", which downloads it" } : { text: f.replica }),
       el("td", {}, canWrite ? el("button", { type: "button", text: "Cancel", "aria-label": "Cancel " + label, onclick: () => cancelFill(f.digest) }) : null));
   }));
   $("stale").replaceChildren(...(a.stale_serves.length ? a.stale_serves.map((s) => el("li", {}, el("code", { text: s.upstream }), ": " + s.total)) : [el("li", { class: "muted", text: "none" })]));
