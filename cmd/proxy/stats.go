@@ -176,16 +176,16 @@ func topRepos(rs []repoStats, n int, less func(a, b repoStats) bool) []repoStats
 
 func printStats(w io.Writer, st *cacheStats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "cached\t%s in %d objects\n", prefetch.HumanBytes(st.Bytes), st.Objects)
-	fmt.Fprintf(tw, "pinned\t%s in %d objects (%d pins)\n", prefetch.HumanBytes(st.PinnedBytes), st.PinnedObjects, st.Pins)
-	fmt.Fprintf(tw, "repositories\t%d\n", st.Repositories)
-	fmt.Fprintf(tw, "\nlargest repositories\tbytes\tobjects\tlast used\n")
+	_, _ = fmt.Fprintf(tw, "cached\t%s in %d objects\n", prefetch.HumanBytes(st.Bytes), st.Objects)
+	_, _ = fmt.Fprintf(tw, "pinned\t%s in %d objects (%d pins)\n", prefetch.HumanBytes(st.PinnedBytes), st.PinnedObjects, st.Pins)
+	_, _ = fmt.Fprintf(tw, "repositories\t%d\n", st.Repositories)
+	_, _ = fmt.Fprintf(tw, "\nlargest repositories\tbytes\tobjects\tlast used\n")
 	for _, r := range st.TopBySize {
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", r.Repo, prefetch.HumanBytes(r.Bytes), r.Blobs, lastUsed(r.LastUsed))
+		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", r.Repo, prefetch.HumanBytes(r.Bytes), r.Blobs, lastUsed(r.LastUsed))
 	}
-	fmt.Fprintf(tw, "\nmost recently used\tbytes\tobjects\tlast used\n")
+	_, _ = fmt.Fprintf(tw, "\nmost recently used\tbytes\tobjects\tlast used\n")
 	for _, r := range st.TopByUse {
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", r.Repo, prefetch.HumanBytes(r.Bytes), r.Blobs, lastUsed(r.LastUsed))
+		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", r.Repo, prefetch.HumanBytes(r.Bytes), r.Blobs, lastUsed(r.LastUsed))
 	}
 	return tw.Flush()
 }
