@@ -72,6 +72,7 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 			}
 			// Streamable to other replicas from the moment the lease
 			// names this one.
+			f.SetOwner("")
 			unown := p.peer.owned(f)
 			return func() { unown(); rel() }, false, nil
 		}
@@ -102,6 +103,9 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 			return true, p.finishFromStore(ctx, f, sg, cacheRepo)
 		}
 		id, url := p.leaseOwner(ctx, key)
+		if id != "" {
+			f.SetOwner(id) // shown in the fills list
+		}
 		if url != "" && (id+" "+url != following || time.Now().After(nextTry)) {
 			if id+" "+url != following {
 				following, warned = id+" "+url, false

@@ -81,6 +81,9 @@ type Proxy struct {
 	tagPages  *tagPageCache
 
 	health health // readiness, disk-full episodes, integrity checks
+
+	// stale keeps the last stale serves (staleserves.go).
+	stale staleRing
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.

@@ -66,6 +66,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, q *request) (*resolvedManifes
 		return nil, fmt.Errorf("tag stale beyond max_stale (%s): %w", max, err)
 	}
 	p.m.staleServes.WithLabelValues(q.host).Inc()
+	p.recordStaleServe(q, local, err)
 	ageAttr := "unknown (unreadable time record)"
 	if !local.TimeUnreadable {
 		p.m.manifest.staleAge.WithLabelValues(q.host).Observe(age.Seconds())

@@ -58,6 +58,10 @@ func (u indexUsage) Usage() (used, capacity, fsTotal, fsFree int64, objects int)
 
 func (u indexUsage) IsReady() bool { return u.eng.Index().IsReady() }
 
+// RecentEvictions shows the engine's last evictions (newest first) in the
+// dashboard's live activity.
+func (u indexUsage) RecentEvictions() []dashboard.Eviction { return u.eng.RecentEvictions() }
+
 // trackUsage plugs the eviction engine's usage index into the dashboard.
 func (s *prefetchService) trackUsage(cfg *config.Config, store *storage.Store, eng *evict.Engine) {
 	if s.dash == nil || eng == nil {
@@ -89,3 +93,5 @@ func dashboardOff(w http.ResponseWriter) {
 func uiPath(path string) bool {
 	return path == "/ui" || strings.HasPrefix(path, "/ui/")
 }
+
+var _ dashboard.EvictionSource = indexUsage{}

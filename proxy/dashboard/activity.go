@@ -11,7 +11,8 @@ import (
 // Fill is a fill in flight with its rate and ETA.
 type Fill struct {
 	proxy.FillInfo
-	// Replica is the process downloading it.
+	// Replica is the process downloading it: this one, or the lease
+	// owner id of the other replica this one streams it from (Owner).
 	Replica string `json:"replica"`
 	// Progress is written/size in [0,1], or -1 while the size is unknown.
 	Progress float64 `json:"progress"`
@@ -27,13 +28,22 @@ type StaleServes struct {
 	Total    float64 `json:"total"`
 }
 
+// StaleServeSource may also be implemented by a Proxy (*proxy.Proxy
+// does): the last tags served stale, newest first.
+type StaleServeSource interface {
+	RecentStaleServes() []proxy.StaleServe
+}
+
 // Activity is GET /api/v1/activity.
 type Activity struct {
-	Time             time.Time     `json:"time"`
-	Fills            []Fill        `json:"fills"`
-	StaleServes      []StaleServes `json:"stale_serves"`
-	EvictionsTracked bool          `json:"evictions_tracked"`
-	Evictions        []Eviction    `json:"evictions"`
+	Time        time.Time     `json:"time"`
+	Fills       []Fill        `json:"fills"`
+	StaleServes []StaleServes `json:"stale_serves"`
+	// RecentStaleServes are the last tags served stale, newest first
+	// (empty when the proxy keeps no list).
+	RecentStaleServes []proxy.StaleServe `json:"recent_stale_serves"`
+	EvictionsTracked  bool               `json:"evictions_tracked"`
+	Evictions         []Eviction         `json:"evictions"`
 }
 
 func (d *Dashboard) fillList() []Fill {
@@ -42,6 +52,9 @@ func (d *Dashboard) fillList() []Fill {
 	out := make([]Fill, 0, len(infos))
 	for _, f := range infos {
 		v := Fill{FillInfo: f, Replica: d.o.Replica, Progress: -1, ETASeconds: -1}
+		if f.Owner != "" {
+			v.Replica = f.Owner
+		}
 		if el := now.Sub(f.Started).Seconds(); el > 0 {
 			v.Rate = float64(f.Written) / el
 		}
@@ -61,7 +74,13 @@ func (d *Dashboard) activity(w http.ResponseWriter, _ *http.Request) {
 	if err != nil {
 		d.o.Logger.Warn("dashboard: gathering metrics", "err", err)
 	}
-	a := Activity{Time: d.o.Now(), Fills: d.fillList(), StaleServes: []StaleServes{}, Evictions: []Eviction{}}
+	a := Activity{Time: d.o.Now(), Fills: d.fillList(), StaleServes: []StaleServes{},
+		RecentStaleServes: []proxy.StaleServe{}, Evictions: []Eviction{}}
+	if ss, ok := d.o.Proxy.(StaleServeSource); ok {
+		if l := ss.RecentStaleServes(); l != nil {
+			a.RecentStaleServes = l
+		}
+	}
 	for host, n := range c.stale {
 		a.StaleServes = append(a.StaleServes, StaleServes{Upstream: host, Total: n})
 	}
@@ -97,3 +116,5 @@ func (d *Dashboard) prefetchGet(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, j)
 }
+
+var _ StaleServeSource = (*proxy.Proxy)(nil)

@@ -10,14 +10,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy/dashboard"
 	"github.com/stowage/stowage/proxy/internal/testenv"
+	"github.com/stowage/stowage/storage/evict"
 )
 
 // The browser tests drive Debian's chromium headless through chromedp.
@@ -104,6 +107,18 @@ func (p *page) wait(what, js string) {
 		p.screenshot("failed-" + filepath.Base(p.t.Name()))
 		p.t.Fatalf("waiting for %s (%s): %v", what, js, err)
 	}
+}
+
+// soon polls a JavaScript predicate for a few seconds and reports
+// whether it became truthy, without failing the test.
+func (p *page) soon(js string) bool {
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(4*time.Second)))
+	if err != nil {
+		p.t.Logf("not yet (%s): %v", js, err)
+	}
+	return err == nil
 }
 
 // eval evaluates an expression.
@@ -195,6 +210,15 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 	if got := eval[string](p, `document.getElementById("ov-usage").textContent`); got != "not tracked" {
 		t.Errorf("usage without an index: %q", got)
 	}
+	// With the eviction engine's usage index plugged in (as serve does),
+	// the overview shows usage against the cap.
+	eng := newEngine(t, e, evict.Policy{MaxSize: 1 << 20})
+	used, _ := eng.Index().Usage()
+	e.dash.SetUsage(engineUsage{eng: eng, capa: 1 << 20, root: e.store.Root()})
+	p.wait("the usage against the cap", fmt.Sprintf(`document.getElementById("ov-usage").dataset.value === "%d"`, used))
+	if got, want := eval[string](p, `document.getElementById("ov-usage").textContent`), " of 1.00 MiB"; !strings.HasSuffix(got, want) {
+		t.Errorf("usage: %q, want the cap (%q)", got, want)
+	}
 	p.wait("the upstream row", `document.querySelector('#upstreams tr[data-host="docker.io"] .state-healthy') !== null`)
 	p.wait("the bytes plot", `document.querySelector("#plot-bytes .fetched") !== null`)
 	p.screenshot("overview")
@@ -230,9 +254,35 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 }
 
 // TestBrowserFillProgress: a slow blob's fill shows in the live activity
-// with a progress bar that moves.
+// with a progress bar that moves, beside the recent stale serves (of an
+// upstream that went down) and evictions.
 func TestBrowserFillProgress(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	quay := testenv.Start(t, testenv.Options{})
+	quay.Push(t, "team/tool:v1", testenv.OCIImage(t, 1, 4<<10))
+	e := newEnv(t, envOptions{configure: func(c *config.Config) {
+		u := c.Upstreams["docker.io"]
+		u.Endpoints = []string{quay.URL}
+		c.Upstreams["quay.io"] = u
+		c.Cache.TagTTL = time.Nanosecond // every tag pull revalidates
+	}})
+	// quay.io goes down after a pull: its tags are then served stale.
+	e.pull("quay.io/team/tool:v1")
+	quay.Close()
+	for range 2 {
+		if code, b := e.call(http.MethodHead, "/v2/quay.io/team/tool/manifests/v1", "", "", ""); code != http.StatusOK {
+			t.Fatalf("stale HEAD: %d %s", code, b)
+		}
+	}
+	// An image pulled and evicted.
+	e.up.Push(t, "team/old:v1", testenv.OCIImage(t, 2, 64<<10))
+	e.pull("team/old:v1")
+	eng := newEngine(t, e, evict.Policy{MaxSize: 1})
+	res, err := eng.Pass(t.Context())
+	if err != nil || res.Objects == 0 {
+		t.Fatalf("eviction pass: %+v, %v", res, err)
+	}
+	e.dash.SetUsage(engineUsage{eng: eng, capa: 64 << 20, root: e.store.Root()})
+
 	img, layer := testenv.RawBlobImage(t, 4<<20, 11)
 	e.up.Push(t, "team/slow:v1", img)
 	d, err := layer.Digest()
@@ -245,6 +295,11 @@ func TestBrowserFillProgress(t *testing.T) {
 	p.do("open", chromedp.Navigate(e.srv.URL+"/ui/#activity"))
 	p.signIn(testToken)
 	p.wait("the activity view", `!document.getElementById("view-activity").hidden && !document.getElementById("signin").open`)
+	p.wait("the recent stale serves", `document.querySelectorAll("#stale-recent tbody tr").length === 2`)
+	p.wait("the recent evictions", fmt.Sprintf(`document.querySelectorAll("#evictions tbody tr").length === %d`, res.Objects))
+	if got := eval[string](p, `document.querySelector("#stale-recent tbody tr td:nth-child(2)").textContent`); got != "quay.io/team/tool" {
+		t.Errorf("stale serve row: %q", got)
+	}
 
 	done := make(chan error, 1)
 	go func() {
@@ -296,7 +351,30 @@ func TestBrowserPrefetch(t *testing.T) {
 	if got := eval[string](p, `document.querySelector('.report-images tr[data-ref] td:last-child').textContent`); got != "ok" {
 		t.Errorf("report row: %q", got)
 	}
+
+	// A second job whose new image stalls part way shows where each of
+	// its images is while it runs.
+	e.up.Push(t, "team/big:v1", testenv.OCIImage(t, 3, 256<<10))
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	e.up.SetFault(testenv.StallBlobs(96<<10, release))
+	p.do("submit another", chromedp.SetValue(chromedp.ID("pf-name"), "rollout"),
+		chromedp.SetValue(chromedp.ID("pf-list"), "team/app:v1\nteam/big:v1\n"),
+		chromedp.Click(chromedp.ID("pf-submit")))
+	p.wait("the running job's images", `document.querySelector('article.job[data-state="running"] .job-images tr[data-ref="docker.io/team/app:v1"][data-state="done"]') !== null &&
+		document.querySelector('article.job[data-state="running"] .job-images tr[data-ref="docker.io/team/big:v1"][data-state="running"]') !== null`)
+	// For the screenshot only: give the stalled image's first bytes a
+	// moment to show (not asserted: the state is what is tested).
+	p.soon(`document.querySelector('.job-images tr[data-ref="docker.io/team/big:v1"] progress').value > 0`)
 	p.screenshot("prefetch")
+	close(release)
+	p.wait("the second job to succeed", `document.querySelectorAll('article.job[data-state="succeeded"]').length === 2`)
 
 	// A wrong token is refused by the admin API behind the form.
 	p.do("wrong token", chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("stowage-token", "wrong")`),

@@ -21,6 +21,7 @@ import (
 	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/proxy/prefetch"
 	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/storage/evict"
 )
 
 // Proxy is the in-memory state of the proxy the dashboard shows;
@@ -56,13 +57,9 @@ type EvictionSource interface {
 	RecentEvictions() []Eviction
 }
 
-// Eviction is one blob removed to keep the cache under its cap.
-type Eviction struct {
-	Time   time.Time     `json:"time"`
-	Digest digest.Digest `json:"digest"`
-	Size   int64         `json:"size"`
-	Reason string        `json:"reason,omitempty"`
-}
+// Eviction is one blob removed to keep the cache within its limits (the
+// eviction engine's record).
+type Eviction = evict.Eviction
 
 // Options configure the dashboard.
 type Options struct {

@@ -169,6 +169,9 @@ func (e *Engine) Run(ctx context.Context, req Request, obs Observer) (*Report, e
 	rep := &Report{Started: start, Platforms: req.Platforms}
 	items := r.plan(ctx, req, rep)
 	obs.Planned(len(items))
+	if pl, ok := obs.(refsPlanner); ok {
+		pl.PlannedRefs(itemKeys(items))
+	}
 	rep.Images = r.fetchAll(ctx, items)
 	rep.finish(time.Since(start))
 	if !req.NoPins && e.store != nil {

@@ -305,6 +305,11 @@ func (j *job) snapshotLocked(withReport bool) Job {
 	s := j.Job
 	if j.prog != nil {
 		s.Progress = j.prog.Snapshot()
+		if withReport && j.State == JobRunning {
+			// Where each image is, while it runs (the report has them
+			// once it ends; job records and lists stay small).
+			s.Progress = j.prog.SnapshotImages()
+		}
 	}
 	if !withReport {
 		s.Report = nil

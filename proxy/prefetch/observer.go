@@ -37,6 +37,7 @@ type Progress struct {
 	images, imagesDone, imagesFailed atomic.Int64
 	bytesPlanned, bytesDone          atomic.Int64
 	bytesUpstream                    atomic.Int64
+	per                              imageStates // per image (imageprogress.go)
 }
 
 // ProgressSnapshot is a copy of a Progress's counters.
@@ -47,9 +48,13 @@ type ProgressSnapshot struct {
 	BytesPlanned  int64 `json:"bytes_planned"`
 	BytesDone     int64 `json:"bytes_done"`
 	BytesUpstream int64 `json:"bytes_upstream"`
+	// PerImage is where each image is (Jobs.Get shows it while the job
+	// runs), in the order planned, at most MaxImageStates of them.
+	PerImage        []ImageProgress `json:"per_image,omitempty"`
+	ImagesTruncated bool            `json:"images_truncated,omitempty"`
 }
 
-// Snapshot returns the counters now.
+// Snapshot returns the counters now, without the per-image list.
 func (p *Progress) Snapshot() ProgressSnapshot {
 	return ProgressSnapshot{
 		Images: p.images.Load(), ImagesDone: p.imagesDone.Load(), ImagesFailed: p.imagesFailed.Load(),
@@ -57,27 +62,46 @@ func (p *Progress) Snapshot() ProgressSnapshot {
 	}
 }
 
+// SnapshotImages returns the counters and where each image is.
+func (p *Progress) SnapshotImages() ProgressSnapshot {
+	s := p.Snapshot()
+	s.PerImage, s.ImagesTruncated = p.per.snapshot()
+	return s
+}
+
 // Planned implements Observer.
 func (p *Progress) Planned(n int) { p.images.Store(int64(n)) }
 
 // ImageStarted implements Observer.
-func (p *Progress) ImageStarted(string) {}
+func (p *Progress) ImageStarted(ref string) {
+	p.per.update(ref, ImageRunning, func(ip *ImageProgress) { ip.State = ImageRunning })
+}
 
 // BlobsPlanned implements Observer.
-func (p *Progress) BlobsPlanned(_ string, n int64) { p.bytesPlanned.Add(n) }
+func (p *Progress) BlobsPlanned(ref string, n int64) {
+	p.bytesPlanned.Add(n)
+	p.per.update(ref, ImageRunning, func(ip *ImageProgress) { ip.BytesPlanned += n })
+}
 
 // BlobProgress implements Observer: streamed bytes come from the upstream.
-func (p *Progress) BlobProgress(_ string, n int64) {
+func (p *Progress) BlobProgress(ref string, n int64) {
 	p.bytesDone.Add(n)
 	p.bytesUpstream.Add(n)
+	p.per.update(ref, ImageRunning, func(ip *ImageProgress) { ip.BytesDone += n; ip.BytesUpstream += n })
 }
 
 // BlobDone implements Observer.
-func (p *Progress) BlobDone(_ string, n int64, up bool) {
+func (p *Progress) BlobDone(ref string, n int64, up bool) {
 	p.bytesDone.Add(n)
 	if up {
 		p.bytesUpstream.Add(n)
 	}
+	p.per.update(ref, ImageRunning, func(ip *ImageProgress) {
+		ip.BytesDone += n
+		if up {
+			ip.BytesUpstream += n
+		}
+	})
 }
 
 // ImageDone implements Observer.
@@ -86,6 +110,12 @@ func (p *Progress) ImageDone(r ImageReport) {
 	if r.Error != "" {
 		p.imagesFailed.Add(1)
 	}
+	p.per.update(r.Ref, ImageDone, func(ip *ImageProgress) {
+		ip.State, ip.Error = ImageDone, r.Error
+		if r.Error != "" {
+			ip.State = ImageFailed
+		}
+	})
 }
 
 // Observers fans events out to several observers.

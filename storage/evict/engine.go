@@ -90,6 +90,7 @@ type Engine struct {
 	background      []func(context.Context) error
 
 	trigger chan struct{}
+	recent  recentRing
 	// short is set while passes cannot free what they need.
 	short bool
 	// afterPass, when set, sees every pass's result (tests).
@@ -372,6 +373,7 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 		res.Objects++
 		res.Bytes += b.Size
 		e.metrics.evicted(why, b.Size)
+		e.recent.add(Eviction{Time: e.now(), Digest: b.Digest, Size: b.Size, Reason: why})
 	}
 	if freed < need {
 		res.ShortBy = need - freed

@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "stowage-token";
 const $ = (id) => document.getElementById(id);
-const state = { session: null, view: "overview", timer: null, repo: null, openJobs: new Set() };
+const state = { session: null, view: "overview", timer: null, repo: null, openJobs: new Set(), closedImages: new Set() };
 
 class AuthError extends Error {}
 
@@ -256,14 +256,28 @@ async function loadActivity() {
       el("td", { class: "num", text: bytes(f.rate) + "/s" }),
       el("td", { class: "num", text: dur(f.eta_seconds) }),
       el("td", { class: "num", text: String(f.clients) }),
-      el("td", { text: f.replica }),
+      el("td", f.owner ? { text: f.replica + " (peer)", title: "Streamed from replica " + f.replica + ", which downloads it" } : { text: f.replica }),
       el("td", {}, canWrite ? el("button", { type: "button", text: "Cancel", "aria-label": "Cancel " + label, onclick: () => cancelFill(f.digest) }) : null));
   }));
   $("stale").replaceChildren(...(a.stale_serves.length ? a.stale_serves.map((s) => el("li", {}, el("code", { text: s.upstream }), ": " + s.total)) : [el("li", { class: "muted", text: "none" })]));
-  const ev = a.evictions_tracked
-    ? (a.evictions.length ? a.evictions.map((e) => el("li", {}, when(e.time) + " ", el("code", { text: short(e.digest) }), " " + bytes(e.size) + (e.reason ? " (" + e.reason + ")" : ""))) : [el("li", { class: "muted", text: "none" })])
-    : [el("li", { class: "muted", text: "not tracked (no usage index)" })];
-  $("evictions").replaceChildren(...ev);
+  const rs = a.recent_stale_serves || [];
+  $("stale-recent-empty").hidden = rs.length > 0;
+  $("stale-recent").hidden = rs.length === 0;
+  fill($("stale-recent").tBodies[0], rs.map((x) => el("tr", {},
+    el("td", { text: when(x.time) }),
+    el("td", {}, el("code", { text: x.repository })),
+    el("td", {}, el("code", { text: x.tag })),
+    el("td", { class: "num", text: x.age_seconds < 0 ? "unknown" : dur(x.age_seconds) }),
+    el("td", { class: "error", text: x.error }))));
+  const ev = a.evictions || [];
+  $("evictions-empty").textContent = a.evictions_tracked ? "None." : "Not tracked (no usage index).";
+  $("evictions-empty").hidden = ev.length > 0;
+  $("evictions").hidden = ev.length === 0;
+  fill($("evictions").tBodies[0], ev.map((e) => el("tr", {},
+    el("td", { text: when(e.time) }),
+    el("td", {}, el("code", { text: short(e.digest), title: e.digest })),
+    el("td", { class: "num", text: bytes(e.size) }),
+    el("td", { text: e.reason || "" }))));
 }
 
 async function cancelFill(d) {
@@ -372,6 +386,16 @@ async function loadJobs() {
       el("p", { class: "muted", text: (p.images_done || 0) + " of " + (p.images || 0) + " images done" + (p.images_failed ? ", " + p.images_failed + " failed" : "") +
         " · " + bytes(p.bytes_done || 0) + " of " + bytes(p.bytes_planned || 0) + " · " + bytes(p.bytes_upstream || 0) + " fetched" }),
       j.error ? el("p", { class: "error", text: j.error }) : null);
+    if (j.state === "running") {
+      // Where each image is, while the job runs (open unless closed).
+      const det = el("details", { class: "images" }, el("summary", { text: "Images" }));
+      det.open = !state.closedImages.has(j.id);
+      det.addEventListener("toggle", () => {
+        if (det.open) { state.closedImages.delete(j.id); loadImages(j.id, det); } else state.closedImages.add(j.id);
+      });
+      if (det.open) loadImages(j.id, det);
+      card.append(det);
+    }
     if (j.finished) {
       const det = el("details", { class: "report" }, el("summary", { text: "Report" }));
       if (state.openJobs.has(j.id)) det.open = true;
@@ -384,6 +408,28 @@ async function loadJobs() {
     cards.push(card);
   }
   $("jobs").replaceChildren(...cards);
+}
+
+async function loadImages(id, det) {
+  try {
+    const j = await api("/api/v1/prefetch/" + encodeURIComponent(id));
+    const imgs = (j.progress && j.progress.per_image) || [];
+    const body = [el("div", { class: "scroll" }, el("table", { class: "job-images" },
+      el("thead", {}, el("tr", {}, ...["Image", "State", "Progress", "Bytes", "Fetched"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...imgs.map((im) => {
+        const frac = im.state === "done" ? 1 : im.bytes_planned > 0 ? Math.min(im.bytes_done / im.bytes_planned, 1) : im.state === "running" ? null : 0;
+        return el("tr", { "data-ref": im.ref, "data-state": im.state },
+          el("td", {}, el("code", { text: im.ref })),
+          el("td", { class: im.state === "failed" ? "error" : "state-" + (im.state === "done" ? "succeeded" : im.state), text: im.state, title: im.error || "" }),
+          el("td", {}, el("progress", { max: 1, value: frac, "aria-label": "Progress of " + im.ref })),
+          el("td", { class: "num", text: bytes(im.bytes_done) + " / " + (im.bytes_planned > 0 ? bytes(im.bytes_planned) : "?") }),
+          el("td", { class: "num", text: bytes(im.bytes_upstream) }));
+      }))))];
+    if (j.progress && j.progress.images_truncated) body.push(el("p", { class: "muted", text: "The first " + imgs.length + " images are listed." }));
+    det.replaceChildren(det.querySelector("summary"), ...body);
+  } catch (err) {
+    showError(err);
+  }
 }
 
 async function loadReport(id, det) {

@@ -87,6 +87,8 @@ type Fill struct {
 	wants    int // holds, readers and followers
 	// unwantedSince is when wants last dropped to 0 (zero while wanted).
 	unwantedSince time.Time
+	// owner is the other replica whose download this follows (owner.go).
+	owner string
 }
 
 // Digest, Host and Repo name the fill: what it downloads, from where.
@@ -130,6 +132,9 @@ type Info struct {
 	Clients    int           `json:"clients"`
 	Generation int           `json:"generation"`
 	Started    time.Time     `json:"started"`
+	// Owner is the lease owner id of the other replica whose download this
+	// fill waits on or streams from; "" when this process downloads.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Info returns a snapshot of the fill.
@@ -137,7 +142,7 @@ func (f *Fill) Info() Info {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return Info{Digest: f.dgst, Host: f.host, Repo: f.repo, Size: f.size, Written: f.written,
-		Clients: f.wants, Generation: f.gen, Started: f.started}
+		Clients: f.wants, Generation: f.gen, Started: f.started, Owner: f.owner}
 }
 
 // --- the download's side ---
