@@ -32,12 +32,14 @@ func Default() *Config {
 				MinRateWindow:     time.Minute,
 				MaxDuration:       6 * time.Hour,
 				AbandonAfter:      5 * time.Minute,
+				MaxConcurrent:     DefaultMaxConcurrentFills,
 			},
 			EvictGrace: DefaultEvictGrace,
 		},
 		Log:      Log{Format: "json", Level: "info"},
 		Prefetch: Prefetch{Concurrency: 4},
 		Link:     Link{PrefetchShare: 30},
+		Server:   DefaultServer(),
 	}
 }
 
@@ -109,6 +111,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
 	}
 	errs = append(errs, c.validateCluster()...)
+	errs = append(errs, c.validateServing()...)
 	if c.Prefetch.Concurrency < 1 {
 		errs = append(errs, errors.New("prefetch.concurrency must be at least 1"))
 	}
