@@ -71,7 +71,7 @@ func (c *CertReloader) load() error {
 func (c *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := time.Now(); now.Sub(c.checked) >= c.reloadEvery {
+	if now := time.Now(); now.Sub(c.checked) >= c.reloadEvery || now.Before(c.checked) {
 		c.checked = now
 		if err := c.load(); err != nil {
 			c.log.Warn("tls: reloading the certificate failed; keeping the previous one", "err", err)

@@ -64,7 +64,7 @@ type Job struct {
 
 type job struct {
 	Job
-	prog   *Progress                // nil for a job loaded from its record: Job.Progress holds the last snapshot
+	prog   *Progress               // nil for a job loaded from its record: Job.Progress holds the last snapshot
 	cancel context.CancelCauseFunc // nil for a loaded job
 }
 
