@@ -96,7 +96,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: proxy.Serving(e.proxy, proxy.ServingOptions{}), TLSConfig: certs.TLSConfig()}
+	srv := &http.Server{Handler: proxy.Serving(e.proxy, proxy.ServingOptions{WriteIdleTimeout: time.Minute}), TLSConfig: certs.TLSConfig()}
 	go func() { _ = srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
@@ -111,6 +111,9 @@ func TestTLSCertificateReload(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET /v2/ over TLS: status %d", resp.StatusCode)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Errorf("protocol %s, want HTTP/2 over TLS", resp.Proto)
 		}
 		return resp.TLS.PeerCertificates[0].SerialNumber.Int64()
 	}
