@@ -112,11 +112,12 @@ func (w *idleWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(writerOnly{w}, src)
 	}
+	var total int64
 	remain := int64(-1)
 	if lr, ok := src.(*io.LimitedReader); ok {
 		src, remain = lr.R, lr.N
+		defer func(n *int64) { lr.N -= *n }(&total)
 	}
-	var total int64
 	for remain != 0 {
 		step := int64(idleChunk)
 		if remain > 0 {

@@ -209,8 +209,36 @@ func TestLoadLoopback(t *testing.T) {
 
 	start := time.Now()
 	c = loadCounts{}
+	// A probe, as the kubelet's: /healthz must answer within its timeout
+	// all along.
+	probeStop, probeDone := make(chan struct{}), make(chan int)
+	go func() {
+		probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		failed := 0
+		for {
+			select {
+			case <-probeStop:
+				probeDone <- failed
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			resp, err := probe.Get(srv.URL + "/healthz")
+			if err != nil {
+				failed++
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed++
+			}
+		}
+	}()
 	run(loadDuration(t), 2)
 	elapsed := time.Since(start)
+	close(probeStop)
+	if failed := <-probeDone; failed > 0 {
+		t.Errorf("/healthz failed %d times under load", failed)
+	}
 	total := c.hits.Load() + c.misses.Load() + c.notFound.Load() + c.disconnects.Load()
 	t.Logf("load: %d clients for %s: %d requests (%.0f/s): hits %d, cold-set pulls (misses until cached) %d, 404 %d, disconnects %d, 503-retried %d, errors %d",
 		clients, elapsed.Round(time.Millisecond), total, float64(total)/elapsed.Seconds(),
