@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stowage/stowage/config"
+	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/proxy/internal/testenv"
+	"github.com/stowage/stowage/upstream"
 )
 
 // TestFillCapAnswers503: with cache.fill.max_concurrent = 1 and one fill
@@ -64,5 +67,46 @@ func TestFillCapAnswers503(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the first fill ended: status %d", resp.StatusCode)
+	}
+}
+
+// TestFillCapPrefetchWaits: past the cap a prefetch (nobody waiting for
+// it) is not refused: it waits for a free slot, then fills its blob.
+func TestFillCapPrefetchWaits(t *testing.T) {
+	e := newEnv(t, envOptions{configure: func(c *config.Config) { c.Cache.Fill.MaxConcurrent = 1 }})
+	a := e.seedBlob("library/a:v1", 64<<10, 1)
+	b := e.seedBlob("library/b:v1", 64<<10, 2)
+	release := make(chan struct{})
+	e.up.SetFault(testenv.HoldRepoBlobs("library/a", release))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clientDone := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v2/library/a/blobs/"+a.String(), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		clientDone <- err
+	}()
+	waitFor(t, "the first fill to start", func() bool { return len(e.proxy.Fills()) == 1 })
+	prefetched := make(chan error, 1)
+	go func() {
+		pctx := upstream.WithClass(ctx, upstream.ClassPrefetch)
+		_, err := e.proxy.EnsureBlob(pctx, proxy.Target{Registry: "docker.io", Repository: "library/b"}, b, nil)
+		prefetched <- err
+	}()
+	select {
+	case err := <-prefetched:
+		t.Fatalf("prefetch past the cap returned before a slot was free: %v", err)
+	case <-time.After(300 * time.Millisecond): // not a timing assertion: any wait shows it did not fail fast
+	}
+	close(release)
+	if err := <-clientDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-prefetched; err != nil {
+		t.Fatalf("prefetch after the slot freed: %v", err)
 	}
 }
