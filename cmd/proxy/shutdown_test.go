@@ -73,7 +73,9 @@ func serveWithConfig(t *testing.T, cfg string) (addr string, cancel context.Canc
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done = make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--config", path, "--listen", addr, "--log-level", "error"}) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path, "--listen", addr, "--log-level", "error"})
+	}()
 	for range 200 {
 		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
