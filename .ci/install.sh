@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need=()
-for pkg in skopeo containerd podman squid jq curl wrk nginx-light redis-server; do
+for pkg in skopeo containerd podman squid jq curl wrk nginx-light redis-server chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -33,4 +33,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
 fi
 
 go mod download
+# The S3-compatible server of the object-storage tests (SeaweedFS), built
+# once into the tool cache: several minutes on the first run.
+bash -c '. .ci/lib.sh && need_weed'
 echo "install: ok"

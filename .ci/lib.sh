@@ -26,6 +26,10 @@ REGCTL_VERSION=v0.11.7    # github.com/regclient/regclient/cmd/regctl
 # this pseudo-version is main as of 2026-08-31 (commit 97274622c111).
 CONFORMANCE_MODULE=github.com/opencontainers/distribution-spec/conformance
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+# SeaweedFS (Apache-2.0), an S3-compatible server for the object-storage
+# tests: no tags on the proxy; this pseudo-version is master as of 2026-11-09.
+WEED_MODULE=github.com/seaweedfs/seaweedfs
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 # ---------------------------------------------------------------- logging
 
@@ -278,6 +282,31 @@ need_conformance() {
   mv -f "$tmp/suite" "$CONFORMANCE"
   rm -rf "$tmp"
 }
+# need_weed: sets WEED to the SeaweedFS server binary, built once into
+# $TOOLS_BIN. Its go.mod has a replace directive, which `go install pkg@v`
+# refuses; so it is built from a temporary module that requires it and
+# repeats its replace lines (about 6 minutes on 2 cores, ~230 MB).
+# shellcheck disable=SC2034
+need_weed() {
+  WEED="$TOOLS_BIN/weed-$WEED_VERSION"
+  [[ -x "$WEED" ]] && return 0
+  log "building SeaweedFS weed $WEED_VERSION (first run only, several minutes)"
+  mkdir -p "$TOOLS_BIN"
+  local tmp modfile
+  tmp=$(mktemp -d "$TOOLS_DIR/.build-weed.XXXXXX")
+  if ! (cd "$tmp" && go mod init weed-build &&
+        modfile=$(go mod download -json "$WEED_MODULE@$WEED_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') &&
+        [[ -n "$modfile" ]] &&
+        { grep -E '^replace ' "$modfile" >>go.mod || true; } &&
+        go get "$WEED_MODULE/weed@$WEED_VERSION" &&
+        GOFLAGS=-trimpath CGO_ENABLED=0 go build -o "$tmp/weed" "$WEED_MODULE/weed") >"$tmp/build.log" 2>&1; then
+    tail -n 20 "$tmp/build.log" >&2
+    rm -rf "$tmp"
+    die "building $WEED_MODULE/weed@$WEED_VERSION failed"
+  fi
+  mv -f "$tmp/weed" "$WEED"
+  rm -rf "$tmp"
+}
 # shellcheck disable=SC2034
 need_regctl()   { REGCTL=$(go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"); }
 
@@ -315,6 +344,52 @@ http:
 EOF
   bg_start "$name" "$REGISTRY" serve "$WORK/$name.yml"
   wait_url "http://127.0.0.1:$port/v2/" 30 "$BG_PID" || { tail -n 20 "$WORK/logs/$name.log" >&2; die "$name did not start"; }
+}
+
+# start_s3 NAME DIR BUCKET: a SeaweedFS server (need_weed) with its S3
+# gateway on free 127.0.0.1 ports, data under DIR, one identity
+# (S3_ACCESS_KEY/S3_SECRET_KEY) and BUCKET created; sets S3_ENDPOINT and
+# BG_PID. The storage.s3 section for Stowage (or a registry) is then:
+#   {bucket: BUCKET, region: us-east-1, regionendpoint: $S3_ENDPOINT,
+#    forcepathstyle: true, secure: false, accesskey: ..., secretkey: ...}
+S3_ACCESS_KEY=stowage
+S3_SECRET_KEY=stowage-secret
+start_s3() {
+  local name=$1 dir=$2 bucket=$3 p i code
+  [[ -n "${WEED:-}" ]] || need_weed
+  mkdir -p "$dir"
+  printf '{"identities":[{"name":"stowage","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+    "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$dir/s3.json"
+  local ports=()
+  for i in 1 2 3 4 5 6 7 8; do
+    p=$(free_port)
+    while [[ " ${ports[*]} " == *" $p "* ]]; do p=$(free_port); done
+    ports+=("$p")
+  done
+  bg_start "$name" "$WEED" server -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" \
+    -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" -volume.max=0 \
+    -filer -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" -filer.localSocket="$dir/filer.sock" \
+    -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.localSocket="$dir/s3.sock" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
+    -master.telemetry=false -master.volumeSizeLimitMB=256
+  S3_ENDPOINT="http://127.0.0.1:${ports[6]}"
+  # Ready when the bucket and a first object are taken (the first write of
+  # a fresh server takes seconds): at most 90 s.
+  for ((i = 0; i < 900; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --aws-sigv4 "aws:amz:us-east-1:s3" \
+      --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT "$S3_ENDPOINT/$bucket" 2>/dev/null || true)
+    if [[ $code == 200 || $code == 409 ]]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 15 --aws-sigv4 "aws:amz:us-east-1:s3" \
+        --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+        -X PUT --data-binary ready "$S3_ENDPOINT/$bucket/.ready" 2>/dev/null || true)
+      [[ $code == 200 ]] && return 0
+    fi
+    kill -0 "$BG_PID" 2>/dev/null || { tail -n 20 "$WORK/logs/$name.log" >&2; die "$name exited"; }
+    sleep 0.1
+  done
+  tail -n 20 "$WORK/logs/$name.log" >&2
+  die "$name: S3 not ready after 90s"
 }
 
 # build_stowage: builds ./cmd/proxy once per run into $WORK/bin/stowage

@@ -29,8 +29,22 @@ if [[ ! -x $lint ]]; then
 fi
 if "$lint" run --allow-parallel-runners --max-same-issues 0 --max-issues-per-linter 0 ./...; then stage_ok lint; else stage_fail lint; fi
 
+echo "== SeaweedFS weed (the S3-compatible server of the object-storage tests)"
+# Built once from the Go module proxy into the tool cache (.ci/lib.sh
+# need_weed); the storage, proxy and cmd tests find it through STOWAGE_WEED
+# and, with CI set, fail rather than skip without it.
+if weed=$(bash -c '. .ci/lib.sh && need_weed && echo "$WEED"'); then
+  export STOWAGE_WEED=$weed
+  stage_ok weed
+else
+  stage_fail "weed build"
+fi
+
 echo "== go test -race ./..."
 json=$(mktemp)
+# The dashboard's browser tests write their screenshots here.
+export STOWAGE_UI_SCREENSHOTS="${STOWAGE_UI_SCREENSHOTS:-${TMPDIR:-/tmp}/stowage-ui-screenshots}"
+echo "dashboard screenshots: $STOWAGE_UI_SCREENSHOTS"
 go test -race -count=1 -timeout 15m -json ./... >"$json"
 rc=$?
 # Human-readable output, then the per-test counts.

@@ -74,6 +74,9 @@ type Config struct {
 	// Auth, when htpasswd is set, requires HTTP Basic credentials from
 	// registry clients.
 	Auth ClientAuth `yaml:"auth"`
+
+	// UI configures the web dashboard (/ui/).
+	UI UI `yaml:"ui"`
 }
 
 // Storage selects the cache backend.
@@ -85,6 +88,21 @@ type Storage struct {
 	// below it is the distribution registry's, so a stock registry pointed
 	// at the same directory serves the cached images.
 	Root string `yaml:"root"`
+	// S3 holds the parameters of distribution's s3-aws driver under its
+	// own names (bucket, region, regionendpoint, forcepathstyle, accesskey,
+	// secretkey, rootdirectory, encrypt, secure, skipverify, chunksize,
+	// ...), so the storage.s3 section of a distribution registry's config
+	// carries over unchanged. The secrets may also come from a file
+	// (accesskey_file, secretkey_file) or an environment variable
+	// (accesskey_env, secretkey_env); with none of them the AWS SDK's
+	// standard chain applies (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+	// the shared credentials file, an IAM role). Used by driver "s3".
+	S3 map[string]any `yaml:"s3"`
+	// Redirect answers GETs of cached blobs with a redirect to a presigned
+	// URL of the object store (driver "s3"), so clients download from the
+	// bucket directly. Off by default: nodes behind a corporate network
+	// often cannot reach the bucket.
+	Redirect bool `yaml:"redirect"`
 }
 
 // Cache is the cache policy.
@@ -181,6 +199,11 @@ type Redis struct {
 	PasswordEnv string `yaml:"password_env"`
 	// DB is the Redis database number.
 	DB int `yaml:"db"`
+	// Timeout bounds each Redis operation: connecting, and waiting for
+	// an answer (default 500ms). A Redis that does not answer within it
+	// counts as down: the replica coordinates its fills locally for a
+	// while (a circuit breaker) instead of waiting on every blob.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Admin configures the admin API.

@@ -37,6 +37,7 @@ func Default() *Config {
 			EvictGrace: DefaultEvictGrace,
 		},
 		Log:      Log{Format: "json", Level: "info"},
+		Redis:    Redis{Timeout: 500 * time.Millisecond},
 		Prefetch: Prefetch{Concurrency: 4},
 		Link:     Link{PrefetchShare: 30},
 		Server:   DefaultServer(),
@@ -71,8 +72,16 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("storage.root is required for the filesystem driver"))
 		}
 	case "inmemory":
+	case "s3":
+		errs = append(errs, validateS3(c.Storage.S3)...)
 	default:
-		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or inmemory", c.Storage.Driver))
+		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem, s3 or inmemory", c.Storage.Driver))
+	}
+	if c.Storage.Redirect && c.Storage.Driver != "s3" {
+		errs = append(errs, fmt.Errorf("storage.redirect needs an object store (driver s3), not %q", c.Storage.Driver))
+	}
+	if c.Redis.Timeout < 0 {
+		errs = append(errs, errors.New("redis.timeout must not be negative"))
 	}
 	c.DefaultUpstream = CanonicalHost(c.DefaultUpstream)
 	if _, ok := c.Upstream(c.DefaultUpstream); !ok {

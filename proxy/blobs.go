@@ -33,6 +33,9 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		}
 		p.m.hits.WithLabelValues("blob").Inc()
 		p.cacheHooks().Touched(q.dgst)
+		if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
+			return
+		}
 		defer p.serving.hold(q.dgst)()
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
@@ -69,6 +72,24 @@ func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 		return err
 	}
 	return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+}
+
+// redirectBlob sends a client to a presigned URL of a committed blob when
+// the store gives one (object storage with storage.redirect: true). Only
+// committed blobs are redirected: a blob being filled is always streamed
+// by the proxy. The URL carries a signature and is never logged.
+func (p *Proxy) redirectBlob(w http.ResponseWriter, r *http.Request, q *request) bool {
+	u, err := p.store.BlobURL(r, q.dgst)
+	if err != nil {
+		p.log.Warn("presigning a blob URL; streaming the blob instead", "digest", q.dgst, "err", err)
+		return false
+	}
+	if u == "" {
+		return false
+	}
+	setBlobHeaders(w.Header(), q)
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return true
 }
 
 func setBlobHeaders(h http.Header, q *request) {
@@ -173,25 +194,60 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 		if err := f.Wait(ctx); err != nil {
 			return fail(err)
 		}
-		p.serveStoreAfterFill(w, r, q, link)
+		linkFn := func(ctx context.Context) error {
+			if !link || !f.Linkable() {
+				return nil
+			}
+			return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+		}
+		if cached && sameOrigin(f, q) {
+			// Nothing was downloaded through q's repository, and the
+			// upstream was not asked about it on the way in (serveFill asks
+			// only when joining another repository's fill): authorise q as
+			// a cache hit would (a digest is no password).
+			linkFn = func(ctx context.Context) error { return p.ensureBlobLinked(ctx, q) }
+		}
+		p.serveStoreAfterFill(w, r, q, linkFn)
 		return false
 	}
 	rd := h.Reader(ctx, size, !rangeReachesEnd(r.Header.Get("Range"), size))
 	held = false // the reader owns the hold now
 	defer func() { _ = rd.Close() }()
 	setBlobHeaders(w.Header(), q)
-	http.ServeContent(headersFirst{w}, r, "", time.Time{}, rd)
+	hw := &headersFirst{ResponseWriter: w, empty: func() error { return verifiedOutcome(ctx, f) }}
+	http.ServeContent(hw, r, "", time.Time{}, rd)
+	if hw.err != nil {
+		// A response without a byte was about to complete before the fill
+		// verified the blob; its headers were held back.
+		for _, k := range []string{"Content-Range", "ETag", "Cache-Control", "Accept-Ranges", "Last-Modified"} {
+			w.Header().Del(k)
+		}
+		return fail(hw.err)
+	}
 	if rd.Err() != nil && ctx.Err() == nil {
 		p.log.Warn("blob response cut short", "digest", q.dgst, "repo", q.cacheRepo, "err", rd.Err())
 		// Make the truncation visible on every protocol.
 		panic(http.ErrAbortHandler)
 	}
-	if rd.Err() == nil && link {
+	if rd.Err() == nil && link && f.Linkable() {
 		if err := p.store.LinkBlob(context.WithoutCancel(ctx), q.cacheRepo, q.dgst); err != nil {
 			p.log.Warn("link blob", "repo", q.cacheRepo, "digest", q.dgst, "err", err)
 		}
 	}
 	return false
+}
+
+// verifiedOutcome waits for f to end and reports nil when every byte was
+// verified (the commit may still have failed), else why not.
+func verifiedOutcome(ctx context.Context, f *fill.Fill) error {
+	err := f.Wait(ctx)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if _, _, verified, _ := f.Outcome(); verified {
+		return nil
+	}
+	return err
 }
 
 // rangeReachesEnd reports whether a Range header asks for nothing or for
@@ -221,28 +277,50 @@ func rangeReachesEnd(h string, size int64) bool {
 // written: net/http otherwise holds them until 512 body bytes (or the end)
 // arrive, which on a slow fill leaves clients with nothing for minutes. It
 // hides io.ReaderFrom on purpose (a fill reader is no file for sendfile).
-type headersFirst struct{ http.ResponseWriter }
+//
+// A successful response that announces no body (an empty blob, a
+// zero-length range) completes with its headers: no last byte is there for
+// the fill reader to hold back until verification. Its headers wait for
+// empty (the fill's verified outcome); when that fails they are not sent,
+// and err tells the handler, which answers with the error instead.
+type headersFirst struct {
+	http.ResponseWriter
+	empty func() error
+	err   error
+}
 
-func (w headersFirst) WriteHeader(code int) {
+func (w *headersFirst) WriteHeader(code int) {
+	if code >= 200 && code < 300 && w.Header().Get("Content-Length") == "0" {
+		if w.err = w.empty(); w.err != nil {
+			return
+		}
+	}
 	w.ResponseWriter.WriteHeader(code)
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// Unwrap exposes the wrapped writer to http.ResponseController.
-func (w headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *headersFirst) Write(b []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	return w.ResponseWriter.Write(b)
+}
 
-func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link bool) {
+// Unwrap exposes the wrapped writer to http.ResponseController.
+func (w *headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// serveStoreAfterFill serves a blob a fill left in the store, once link
+// (which writes the repository's link, or authorises and links it) allows.
+func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link func(context.Context) error) {
 	rs, info, err := p.store.OpenBlob(r.Context(), q.dgst)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
 	defer rs.Close()
-	if link {
-		if err := p.store.LinkBlob(r.Context(), q.cacheRepo, q.dgst); err != nil {
-			p.writeError(w, r, err)
-			return
-		}
+	if err := link(r.Context()); err != nil {
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return
 	}
 	setBlobHeaders(w.Header(), q)
 	http.ServeContent(w, r, "", info.ModTime, rs)

@@ -108,6 +108,9 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 				fl = &peer.Follower{Src: &httpSource{pr: p.peer, url: url, d: d}, Sink: &fillSink{p: p, f: f, sg: sg},
 					Opts: peer.Options{Retries: 3, Backoff: 100 * time.Millisecond, Restarts: 3, Stall: p.peer.stall}}
 			}
+			if err := p.confirmOwn(ctx, f, sg, cacheRepo); err != nil {
+				return false, err
+			}
 			err := p.followPeer(ctx, f, sg, fl, cacheRepo)
 			p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
 			switch {

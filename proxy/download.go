@@ -39,7 +39,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 	defer sg.discard(p.log, f)
 	for range 3 {
 		if size, _ := f.Progress(); size < 0 {
-			if cached, err := p.alreadyCommitted(ctx, f, cacheRepo); cached || err != nil {
+			if cached, err := p.alreadyCommitted(ctx, f); cached || err != nil {
 				return err
 			}
 		}
@@ -62,8 +62,10 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 
 // alreadyCommitted handles a blob committed by someone else between the
 // client's look-up and this fill: readers are sent to the store. No size is
-// published, so no reader opens the empty staging file.
-func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo string) (bool, error) {
+// published, so no reader opens the empty staging file. No repository is
+// linked here: nothing was downloaded through the fill's repository, so
+// each joiner authorises its own as a cache hit does.
+func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill) (bool, error) {
 	_, err := p.store.StatBlob(ctx, f.Digest())
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -72,9 +74,6 @@ func (p *Proxy) alreadyCommitted(ctx context.Context, f *fill.Fill, cacheRepo st
 		return false, err
 	}
 	f.MarkCached()
-	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
-		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
-	}
 	return true, nil
 }
 
@@ -86,6 +85,10 @@ type download struct {
 	total   int64              // bytes received over every attempt
 	budget  int64              // bound of total once the size is known (-1: none yet)
 	counter prometheus.Counter // stowage_upstream_bytes_total of the host
+	// headSize is the upstream's HEAD answer for a blob whose GET came
+	// without a length (-1: unknown); headAsked: the HEAD was sent.
+	headSize  int64
+	headAsked bool
 }
 
 // received counts n bytes from the upstream against the fill's budget
@@ -114,7 +117,7 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg
 	}
 	ucfg, _ := p.cfg.Upstream(f.Host())
 	fc := p.cfg.Cache.Fill
-	dl := &download{h: sg.h, buf: make([]byte, chunkSize), budget: -1,
+	dl := &download{h: sg.h, buf: make([]byte, chunkSize), budget: -1, headSize: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
 	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
@@ -216,8 +219,14 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		size = b.Size
 	}
-	if size >= 0 {
-		dl.budget = size*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
+	limit := size
+	if limit < 0 {
+		// No length, neither now nor before: without a bound, a body that
+		// never ends would be written until max_duration.
+		limit = p.headBound(ctx, reg, f, dl)
+	}
+	if limit >= 0 {
+		dl.budget = limit*int64(p.cfg.Cache.Fill.MaxDownloadFactor) + downloadSlack
 	}
 	var body io.Reader = b.Body
 	if b.Offset != written {
@@ -233,7 +242,27 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		_, written = f.Progress()
 	}
-	return p.copyBody(ctx, f, dl, body, size, written)
+	return p.copyBody(ctx, f, dl, body, size, limit, written)
+}
+
+// headBound returns the size the upstream's HEAD gives for a blob whose GET
+// answers carry no length, asking once per fill; -1 when the HEAD cannot
+// tell (the fill is then bounded only by max_duration and abandonment).
+// The size bounds the bytes the fill takes; it is not published to
+// clients, who wait for the verified blob as for any body without length.
+func (p *Proxy) headBound(ctx context.Context, reg upstream.Registry, f *fill.Fill, dl *download) int64 {
+	if dl.headAsked {
+		return dl.headSize
+	}
+	dl.headAsked = true
+	n, err := reg.HeadBlob(ctx, f.Repo(), f.Digest())
+	if err != nil {
+		p.log.Warn("blob GET without length and no size from a HEAD; the fill is bounded only by its duration",
+			"digest", f.Digest(), "upstream", f.Host(), "err", err)
+		return -1
+	}
+	dl.headSize = n
+	return n
 }
 
 // comparePrefix reads the first n bytes of a body that restarted from zero
@@ -302,16 +331,18 @@ func (dl *download) rewind(f *fill.Fill, n int64) error {
 }
 
 // copyBody appends one response body to the fill, within the fill's
-// bounds: byte budget, minimum rate, abandonment.
-func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, written int64) (bool, error) {
+// bounds: byte budget, minimum rate, abandonment. size is the announced
+// size (-1: none), limit the most bytes the blob may have (size, or the
+// upstream's HEAD answer when no size was announced; -1: unknown).
+func (p *Proxy) copyBody(ctx context.Context, f *fill.Fill, dl *download, body io.Reader, size, limit, written int64) (bool, error) {
 	fc := p.cfg.Cache.Fill
 	progressed := false
 	windowStart, windowBytes := time.Now(), int64(0)
 	for {
 		n, rerr := body.Read(dl.buf)
 		if n > 0 {
-			if size >= 0 && written+int64(n) > size {
-				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, size)
+			if limit >= 0 && written+int64(n) > limit {
+				return true, fmt.Errorf("%w: upstream sent more than %d bytes", upstream.ErrDigestMismatch, limit)
 			}
 			if err := dl.received(n); err != nil {
 				return progressed, err

@@ -16,41 +16,48 @@ import (
 	"github.com/stowage/stowage/storage"
 )
 
-// windowDriver widens the window of review 1.4: a link write waits for the
-// test, and the blob's data can be hidden from Stat (a client whose
-// look-up missed just before another replica's commit).
+// windowDriver widens the window of review 1.4: the first Stat that finds
+// the blob's data (the waiting fill noticing another replica's commit)
+// waits for the test, and the data can be hidden from Stat (a client whose
+// look-up missed just before that commit).
 type windowDriver struct {
 	driver.StorageDriver
 	blob    string // suffix of the blob's data path
 	hide    atomic.Bool
-	linking chan struct{} // closed when the first _layers write starts
-	gate    chan struct{} // _layers writes wait for it
+	linking chan struct{} // closed when the first Stat finds the blob
+	gate    chan struct{} // that Stat waits for it
 	once    sync.Once
 }
 
 func (d *windowDriver) Stat(ctx context.Context, path string) (driver.FileInfo, error) {
-	if d.hide.Load() && strings.HasSuffix(path, d.blob) {
+	if !strings.HasSuffix(path, d.blob) {
+		return d.StorageDriver.Stat(ctx, path)
+	}
+	if d.hide.Load() {
 		return nil, driver.PathNotFoundError{Path: path}
 	}
-	return d.StorageDriver.Stat(ctx, path)
-}
-
-func (d *windowDriver) PutContent(ctx context.Context, path string, content []byte) error {
-	if strings.Contains(path, "/_layers/") {
-		d.once.Do(func() { close(d.linking) })
+	fi, err := d.StorageDriver.Stat(ctx, path)
+	if err != nil {
+		return fi, err
+	}
+	first := false
+	d.once.Do(func() { first = true; close(d.linking) })
+	if first {
 		select {
 		case <-d.gate:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	return d.StorageDriver.PutContent(ctx, path, content)
+	return fi, nil
 }
 
 // TestCachedFillWindowDoesNotTruncate (review 1.4): a fill that finds the
 // blob committed by another replica must not publish a size before it is
-// done; a client joining while it writes the link gets the whole blob, not
-// a 200 cut to 0 bytes. The outcome is counted as "cached".
+// done; a client joining while it finds the blob gets the whole blob, not
+// a 200 cut to 0 bytes. The outcome is counted as "cached". (The fill
+// writes no link any more: each joiner authorises its own repository, see
+// TestAttackCachedFillAuthorisesItsRepo.)
 func TestCachedFillWindowDoesNotTruncate(t *testing.T) {
 	t.Parallel()
 	ca, cb := redisLeases(t)
@@ -108,7 +115,7 @@ func TestCachedFillWindowDoesNotTruncate(t *testing.T) {
 	_ = st.File.Close()
 	rel()
 
-	<-drv.linking // the fill found the blob and writes the link
+	<-drv.linking // the fill is finding the blob committed
 	drv.hide.Store(true)
 	go get(y)
 	waitFor(t, "the second client to join the fill", func() bool {

@@ -17,7 +17,10 @@ type FillInfo = fill.Info
 func (p *Proxy) Fills() []FillInfo { return p.fills.List() }
 
 // CancelFill cancels the running fill of a blob: its clients are cut short
-// and nothing is committed. It reports whether one ran.
+// and nothing is committed. A fill that has verified every byte is past
+// cutting: the cancel can only interrupt its commit, and its clients get
+// the verified blob (a file system move may also complete regardless). It
+// reports whether one ran.
 func (p *Proxy) CancelFill(d digest.Digest) bool { return p.fills.Cancel(d) }
 
 // FillsHandler serves the fill part of the admin API, to be mounted behind

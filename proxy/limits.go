@@ -11,8 +11,8 @@ import (
 // ServingOptions are the client-facing server's protections (see Serving).
 type ServingOptions struct {
 	// Auth, when set, requires Basic credentials on every path but the
-	// probes (/healthz, /readyz), /metrics and the admin API /api/ (which
-	// has its own bearer token).
+	// probes (/healthz, /readyz), /metrics, and the admin API /api/ and
+	// the dashboard /ui/, which have their own bearer token.
 	Auth *Htpasswd
 	// WriteIdleTimeout cuts a response whose client took no bytes for this
 	// long; 0 disables it.
@@ -25,6 +25,12 @@ func isProbePath(path string) bool {
 	return path == "/healthz" || path == "/readyz" || path == "/metrics"
 }
 
+// ownAuth: the admin API and the web dashboard check the admin bearer
+// token themselves (a Basic challenge would replace it in browsers).
+func ownAuth(path string) bool {
+	return strings.HasPrefix(path, "/api/") || path == "/ui" || strings.HasPrefix(path, "/ui/")
+}
+
 // Serving wraps h, the registry and admin API, with the client-facing
 // protections: the probes go straight to h (no authentication), other
 // requests pass the Basic authentication when configured, and every
@@ -34,7 +40,7 @@ func Serving(h http.Handler, o ServingOptions) http.Handler {
 	if o.Auth != nil {
 		authed := o.Auth.Wrap(h)
 		protected = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/api/") {
+			if ownAuth(r.URL.Path) {
 				h.ServeHTTP(w, r)
 				return
 			}

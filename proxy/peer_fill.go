@@ -22,6 +22,40 @@ type staged struct {
 	st        *storage.Staging
 	h         hash.Hash
 	committed bool
+	// confirmed: the upstream was asked whether the fill's repository has
+	// the blob (confirmOwn).
+	confirmed bool
+}
+
+// confirmOwn asks the upstream, once per fill, whether the fill's own
+// repository has the blob before this replica serves bytes that another
+// replica downloaded, perhaps through another repository (a digest is no
+// password). A repository-specific refusal fails the fill; an upstream
+// that cannot be asked leaves the blob served but its repository unlinked.
+func (p *Proxy) confirmOwn(ctx context.Context, f *fill.Fill, sg *staged, cacheRepo string) error {
+	if sg.confirmed {
+		return nil
+	}
+	link, err := p.confirmRepo(ctx, &request{host: f.Host(), repo: f.Repo(), cacheRepo: cacheRepo, dgst: f.Digest()})
+	if err != nil {
+		return err
+	}
+	sg.confirmed = true
+	if !link {
+		f.MarkUnlinked()
+	}
+	return nil
+}
+
+// linkFill links cacheRepo to a fill's blob unless the upstream could not
+// confirm the repository.
+func (p *Proxy) linkFill(ctx context.Context, f *fill.Fill, cacheRepo string) {
+	if !f.Linkable() {
+		return
+	}
+	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
+		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
+	}
 }
 
 // ensure creates and attaches the staging file on first use.
@@ -33,7 +67,7 @@ func (sg *staged) ensure(store *storage.Store, f *fill.Fill) (*storage.Staging, 
 	if err != nil {
 		return nil, err
 	}
-	f.Attach(st.File)
+	f.Attach(st.IO()) // behind the Store's staging wrapper, if any (fault injection)
 	sg.st, sg.h = st, f.Digest().Algorithm().Hash()
 	return st, nil
 }
@@ -117,9 +151,7 @@ func (p *Proxy) commitStreamed(ctx context.Context, f *fill.Fill, sg *staged, ca
 		}
 		sg.committed = true
 	}
-	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
-		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
-	}
+	p.linkFill(ctx, f, cacheRepo)
 	return nil
 }
 
@@ -131,6 +163,9 @@ func (p *Proxy) finishFromStore(ctx context.Context, f *fill.Fill, sg *staged, c
 	size, written := f.Progress()
 	if size < 0 || sg.st == nil {
 		return nil
+	}
+	if err := p.confirmOwn(ctx, f, sg, cacheRepo); err != nil {
+		return err
 	}
 	rs, info, err := p.store.OpenBlob(ctx, f.Digest())
 	if err != nil {
@@ -150,9 +185,7 @@ func (p *Proxy) finishFromStore(ctx context.Context, f *fill.Fill, sg *staged, c
 		}
 		if sink.Matches() {
 			f.MarkVerified()
-			if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
-				p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)
-			}
+			p.linkFill(ctx, f, cacheRepo)
 			return nil
 		}
 		// The streamed prefix was not the committed blob's: start over

@@ -656,3 +656,35 @@ func TestPeerOwnerHangs(t *testing.T) {
 		t.Fatalf("upstream blob GETs = %d, want 1", n)
 	}
 }
+
+// TestPeerStrangerRepoNotServed: a client of another replica asking for
+// the blob through a repository the upstream does not have it in gets 404,
+// not the bytes the owner downloads for its own repository, and no link
+// (a digest is no password, also across replicas).
+func TestPeerStrangerRepoNotServed(t *testing.T) {
+	t.Parallel()
+	rs := newReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	const size = 2 << 20
+	d := a.seedBlob("library/peer:v1", size, 41)
+	release := make(chan struct{})
+	a.up.SetFault(testenv.StallBlobs(1<<20, release))
+	owner := startPull(t, a.env, d)
+	owner.readN(t, 256<<10)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	resp := b.get(ctx, http.MethodGet, "/v2/library/stranger/blobs/"+d.String(), nil)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	close(release)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "BLOB_UNKNOWN") {
+		t.Fatalf("stranger repository on the waiting replica: %s, %d bytes %.80q", resp.Status, len(body), body)
+	}
+	if n, err := owner.rest(256<<10, size); err != nil {
+		t.Fatalf("owner's client: %d bytes: %v", n, err)
+	}
+	if linked, err := b.store.BlobLinked(t.Context(), "docker.io/library/stranger", d); err != nil || linked {
+		t.Fatalf("stranger repository linked: %v %v", linked, err)
+	}
+}

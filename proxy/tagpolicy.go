@@ -187,6 +187,8 @@ type downHosts struct {
 type downState struct {
 	until    time.Time
 	failures int // consecutive failures since the last success
+	lastErr  string
+	lastAt   time.Time
 }
 
 func (d *downHosts) mark(host string, now time.Time, err error) {
@@ -205,6 +207,9 @@ func (d *downHosts) mark(host string, now time.Time, err error) {
 		wait = min(ra, maxDownWindow)
 	}
 	s.until = now.Add(wait)
+	if err != nil {
+		s.lastErr, s.lastAt = err.Error(), now
+	}
 	d.hosts[host] = s
 }
 

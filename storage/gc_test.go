@@ -132,6 +132,7 @@ func TestGCCollectsOnlyUnreferencedOldContent(t *testing.T) {
 	}
 }
 
+// commitBlob stages and commits content, returning its digest.
 func commitBlob(t *testing.T, s *storage.Store, content string) digest.Digest {
 	t.Helper()
 	d := digest.FromString(content)
@@ -139,6 +140,7 @@ func commitBlob(t *testing.T, s *storage.Store, content string) digest.Digest {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.File.Close()
 	if _, err := st.File.WriteString(content); err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,8 @@ type Store struct {
 	lock *stagingLock
 	// wrapStaging, when set, wraps staging files (fault injection).
 	wrapStaging func(*os.File) StagingFile
+	// redirect makes BlobURL presign URLs (WithRedirect).
+	redirect bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -64,6 +66,7 @@ type Option func(*options)
 type options struct {
 	wrapDriver  func(driver.StorageDriver) driver.StorageDriver
 	wrapStaging func(*os.File) StagingFile
+	redirect    bool
 }
 
 // WithDriverWrapper decorates the filesystem driver NewFilesystem builds
@@ -135,7 +138,7 @@ func New(d driver.StorageDriver, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: staging directory: %w", err)
 	}
-	return &Store{d: d, staging: dir, wrapStaging: o.wrapStaging}, nil
+	return &Store{d: d, staging: dir, wrapStaging: o.wrapStaging, redirect: o.redirect}, nil
 }
 
 // Close removes this Store's staging directory (with whatever a fill left
@@ -199,6 +202,7 @@ func (s *Store) exists(ctx context.Context, p string) (bool, error) {
 // WithStagingWrapper.
 type StagingFile interface {
 	io.Writer
+	io.WriterAt // a fill appends with WriteAt
 	io.ReaderAt
 	io.Seeker
 	Sync() error

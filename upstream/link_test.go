@@ -81,10 +81,10 @@ func TestLinkBudgetOnARealLink(t *testing.T) {
 	t.Parallel()
 	const linkRate = 2_000_000
 	s := newLinkSetup(t, config.Link{Bandwidth: linkRate, PrefetchShare: 30})
+	// The cap is a bound on bytes over 20 s (the window), not a
+	// timing; how close to the cap a loaded machine gets is the
+	// benchmark's figure (BenchmarkLinkBudget) and only logged here.
 	window := 20 * time.Second
-	if testing.Short() {
-		window = 5 * time.Second
-	}
 
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
@@ -107,9 +107,6 @@ func TestLinkBudgetOnARealLink(t *testing.T) {
 	t.Logf("prefetch alone: %.0f B/s over %v = %.3f of the %d B/s link cap", alone, window, alone/linkRate, linkRate)
 	if alone > linkRate*1.05 {
 		t.Errorf("link carried %.0f B/s, over the %d B/s cap by more than 5%%", alone, linkRate)
-	}
-	if alone < linkRate*0.5 {
-		t.Errorf("link carried only %.0f B/s of its %d B/s cap", alone, linkRate)
 	}
 
 	var cl atomic.Int64

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy"
+	"github.com/stowage/stowage/proxy/dashboard"
 	"github.com/stowage/stowage/proxy/prefetch"
 	"github.com/stowage/stowage/storage"
 )
@@ -54,6 +55,7 @@ func adminToken(a config.Admin) (string, error) {
 type prefetchService struct {
 	jobs *prefetch.Jobs
 	cron *cron.Cron
+	dash *dashboard.Dashboard
 	log  *slog.Logger
 	mu   sync.Mutex
 	last string // id of the last scheduled job
@@ -87,18 +89,25 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 		return nil, nil, err
 	}
 	api := http.NotFoundHandler()
+	var adminAPI http.Handler
 	if token != "" {
-		api, err = prefetch.NewAdminHandler(jobs, prefetch.AdminOptions{Token: token, Platforms: cfg.Prefetch.Platforms,
+		adminAPI, err = prefetch.NewAdminHandler(jobs, prefetch.AdminOptions{Token: token, Platforms: cfg.Prefetch.Platforms,
 			Fills: p.FillsHandler(),
 			Check: func(l []prefetch.NamedList) error { return prefetch.CheckRegistries(cfg, l) }})
 		if err != nil {
 			return nil, nil, err
 		}
+		api = adminAPI
+	}
+	if s.dash, err = newDashboard(cfg, log, reg, p, store, jobs, token, adminAPI); err != nil {
+		return nil, nil, err
+	} else if s.dash != nil {
+		api = s.dash // serves /ui/ and the read API, passes the rest of /api/ to adminAPI
 	}
 	// A plain prefix switch rather than a ServeMux: the registry API keeps
 	// its own routing (a ServeMux would redirect uncleaned paths).
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/api/") {
+		if strings.HasPrefix(r.URL.Path, "/api/") || (s.dash != nil && uiPath(r.URL.Path)) {
 			api.ServeHTTP(w, r)
 			return
 		}
@@ -107,6 +116,9 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 	if cfg.Prefetch.Schedule != "" {
 		s.cron = cron.New()
 		if _, err := s.cron.AddFunc(cfg.Prefetch.Schedule, func() { s.scheduled(cfg) }); err != nil {
+			if s.dash != nil {
+				s.dash.Close()
+			}
 			return nil, nil, fmt.Errorf("prefetch.schedule %q: %w", cfg.Prefetch.Schedule, err)
 		}
 	}
@@ -127,6 +139,9 @@ func (s *prefetchService) close() {
 		<-s.cron.Stop().Done()
 	}
 	s.jobs.Close()
+	if s.dash != nil {
+		s.dash.Close()
+	}
 }
 
 // scheduled re-reads prefetch.lists and prefetch.images and runs them as a

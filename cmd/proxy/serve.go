@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -66,8 +65,15 @@ func newServeCmd() *cobra.Command {
 
 // openStore opens the configured cache backend.
 func openStore(cfg *config.Config) (*storage.Store, error) {
-	if cfg.Storage.Driver == "inmemory" {
+	switch cfg.Storage.Driver {
+	case "inmemory":
 		return storage.NewInMemory()
+	case "s3":
+		params, err := cfg.Storage.S3DriverParameters()
+		if err != nil {
+			return nil, err
+		}
+		return storage.NewS3(context.Background(), params, storage.WithRedirect(cfg.Storage.Redirect))
 	}
 	return storage.NewFilesystem(cfg.Storage.Root)
 }
@@ -102,10 +108,14 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 	opts := []proxy.Option{proxy.WithLogger(log), proxy.WithRegistry(reg)}
 	budgetOpts := []upstream.BudgetOption{upstream.WithBudgetLogger(log), upstream.WithBudgetRegisterer(reg)}
 	if cfg.Redis.Addr != "" {
-		rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
-		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second)
+		// Every Redis call is bounded by redis.timeout, and a failing Redis
+		// is skipped for a while (cluster's circuit breaker): no client
+		// request waits on a Redis that does not answer.
+		rc := cluster.NewRedisClient(cfg.Redis.Addr, os.Getenv(cfg.Redis.PasswordEnv), cfg.Redis.DB, cfg.Redis.Timeout)
+		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second,
+			cluster.WithTimeout(cfg.Redis.Timeout), cluster.WithLogger(log), cluster.WithMetrics(reg))
 		if err != nil {
-			return nil, nil, errors.Join(err, store.Close())
+			return nil, nil, errors.Join(err, rc.Close(), store.Close())
 		}
 		opts = append(opts, proxy.WithCoordinator(leases))
 		shared, err := cluster.NewRedisBudget(rc, "stowage:")
@@ -163,6 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer pf.close()
+	pf.trackUsage(cfg, store, eng)
 	front, err := frontHandler(cfg, handler, log)
 	if err != nil {
 		return err
@@ -186,8 +197,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		srv.TLSConfig = certs.TLSConfig()
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "tls", cfg.TLS.Enabled(), "auth", cfg.Auth.Htpasswd != "",
-		"root", cfg.Storage.Root, "driver", cfg.Storage.Driver, "default_upstream", cfg.DefaultUpstream, "version", version)
+	where := []any{"root", cfg.Storage.Root}
+	if cfg.Storage.Driver == "s3" {
+		where = []any{"bucket", cfg.Storage.S3["bucket"], "rootdirectory", cfg.Storage.S3["rootdirectory"], "redirect", cfg.Storage.Redirect}
+	}
+	log.Info("serving", append([]any{"listen", ln.Addr().String(), "driver", cfg.Storage.Driver}, append(where,
+		"default_upstream", cfg.DefaultUpstream, "tls", cfg.TLS.Enabled(), "auth", cfg.Auth.Htpasswd != "", "version", version)...)...)
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })

@@ -303,11 +303,19 @@ type FaultFile struct {
 }
 
 // Write applies the file's faults.
-func (f *FaultFile) Write(p []byte) (int, error) {
+func (f *FaultFile) Write(p []byte) (int, error) { return f.apply(p, f.File.Write) }
+
+// WriteAt applies the file's faults to a positioned write (how a fill
+// appends). Without it the embedded *os.File's WriteAt would bypass them.
+func (f *FaultFile) WriteAt(p []byte, off int64) (int, error) {
+	return f.apply(p, func(b []byte) (int, error) { return f.File.WriteAt(b, off) })
+}
+
+func (f *FaultFile) apply(p []byte, write func([]byte) (int, error)) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.written+int64(len(p)) <= f.AfterBytes {
-		n, err := f.File.Write(p)
+		n, err := write(p)
 		f.written += int64(n)
 		return n, err
 	}
@@ -320,11 +328,11 @@ func (f *FaultFile) Write(p []byte) (int, error) {
 		}
 	}
 	if f.Err == nil {
-		n, err := f.File.Write(p)
+		n, err := write(p)
 		f.written += int64(n)
 		return n, err
 	}
-	n, err := f.File.Write(p[:max(f.AfterBytes-f.written, 0)])
+	n, err := write(p[:max(f.AfterBytes-f.written, 0)])
 	f.written += int64(n)
 	if err != nil {
 		return n, err

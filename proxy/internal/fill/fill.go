@@ -77,6 +77,10 @@ type Fill struct {
 	// fill is done, readers get every byte even if the commit failed.
 	verified bool
 	cached   bool // the blob was already committed: readers use the store
+	// unlinked: the upstream could not confirm that the fill's repository
+	// has the blob (it was temporarily away), so no repository may be
+	// linked to it on the strength of this fill.
+	unlinked bool
 	done     bool
 	err      error
 	refs     int // the download, holds and readers: the file closes at 0
@@ -231,6 +235,22 @@ func (f *Fill) MarkVerified() {
 		f.size = f.written
 	}
 	f.mu.Unlock()
+}
+
+// MarkUnlinked records that the upstream could not confirm the fill's
+// repository (see Linkable).
+func (f *Fill) MarkUnlinked() {
+	f.mu.Lock()
+	f.unlinked = true
+	f.mu.Unlock()
+}
+
+// Linkable reports whether a repository may be linked to the blob on the
+// strength of this fill (MarkUnlinked was not called).
+func (f *Fill) Linkable() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.unlinked
 }
 
 // MarkCached records that the blob was already committed (by another

@@ -69,27 +69,45 @@ type Reader struct {
 	verifiedOnly bool
 	delivered    bool // bytes went out: they belong to generation gen
 	gen          int
-	err          error
+	// err and closed are guarded by f.mu: net/http's multi-range goroutine
+	// may still be in Read when the handler calls Err and Close.
+	err    error
+	closed bool
 }
+
+// ErrReaderClosed is what Read returns once the reader is closed.
+var ErrReaderClosed = errors.New("fill: reader closed")
 
 // Err is the first error Read returned (nil after a clean EOF): the
 // handler aborts the response on it.
-func (r *Reader) Err() error { return r.err }
+func (r *Reader) Err() error {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return r.err
+}
 
-// Close releases the reader's hold.
+// Close releases the reader's hold. A Read blocked in it, or called after
+// it, returns ErrReaderClosed.
 func (r *Reader) Close() error {
-	if r.f != nil {
-		r.f.mu.Lock()
-		r.f.releaseLocked()
-		r.f.unwantLocked()
-		r.f.mu.Unlock()
-		r.f = nil
+	f := r.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.closed {
+		return nil
 	}
+	r.closed = true
+	f.releaseLocked()
+	f.unwantLocked()
+	f.broadcastLocked() // wake a Read waiting for bytes
 	return nil
 }
 
 func (r *Reader) fail(err error) (int, error) {
-	r.err = err
+	r.f.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.f.mu.Unlock()
 	return 0, err
 }
 
@@ -98,15 +116,19 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if r.err != nil {
-		return 0, r.err
-	}
 	f := r.f
 	for {
 		f.mu.Lock()
 		avail, gen, file := f.readableLocked(r.verifiedOnly), f.gen, f.file
 		done, ferr, verified, ch := f.done, f.err, f.verified, f.changed
+		rerr, closed := r.err, r.closed
 		f.mu.Unlock()
+		if rerr != nil {
+			return 0, rerr
+		}
+		if closed {
+			return r.fail(ErrReaderClosed)
+		}
 		if r.delivered && gen != r.gen {
 			return r.fail(ErrRestarted)
 		}

@@ -137,7 +137,9 @@ func (r *Registry) List() []Info {
 }
 
 // Cancel cancels the running fill for d with ErrCancelled: its readers are
-// cut short and nothing is committed. It reports whether a fill ran.
+// cut short and nothing is committed, unless every byte was verified
+// already (then readers get them all; the cancel can only interrupt the
+// commit). It reports whether a fill ran.
 func (r *Registry) Cancel(d digest.Digest) bool {
 	f, ok := r.Get(d)
 	if ok {
