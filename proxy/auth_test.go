@@ -92,6 +92,14 @@ func TestHtpasswdAuth(t *testing.T) {
 			}
 		})
 	}
+	t.Run("admin API and dashboard keep their own token", func(t *testing.T) {
+		for _, path := range []string{"/api/v1/prefetch", "/ui/"} {
+			resp := do(http.MethodGet, path, "", "")
+			if resp.StatusCode == http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != "" {
+				t.Errorf("GET %s: status %d, WWW-Authenticate %q: a Basic challenge would replace the bearer token", path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			}
+		}
+	})
 	t.Run("probes stay open", func(t *testing.T) {
 		for _, path := range []string{"/healthz", "/metrics"} {
 			if resp := do(http.MethodGet, path, "", ""); resp.StatusCode != http.StatusOK {
