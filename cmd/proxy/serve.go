@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,7 +173,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer pf.close()
+	closeJobs := sync.OnceFunc(pf.close) // at shutdown, or on an early return
+	defer closeJobs()
 	pf.trackUsage(cfg, store, eng)
 	front, err := frontHandler(cfg, handler, log)
 	if err != nil {
@@ -215,7 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(internal.serve)
 	g.Go(func() error {
 		<-gctx.Done()
-		return shutdown(gctx, cfg, log, p, srv, internal)
+		return shutdown(gctx, cfg, log, p, srv, internal, closeJobs)
 	})
 	return g.Wait()
 }
@@ -248,12 +250,17 @@ func frontHandler(cfg *config.Config, handler http.Handler, log *slog.Logger) (h
 // shutdown stops accepting, lets running responses and fills finish up to
 // server.shutdown_timeout, then cuts what remains; the caller's deferred
 // closes clean up the rest.
-func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *proxy.Proxy, srv *http.Server, internal *internalServer) error {
+//
+// stopJobs stops the prefetch schedule and jobs once no client is served
+// any more, so that they start no new fills while the running ones finish.
+func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *proxy.Proxy, srv *http.Server, internal *internalServer,
+	stopJobs func()) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	// TODO(lead): enable once the readiness branch is merged: p.SetDraining(true)
 	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
 	err := errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
+	stopJobs()
 	// Fills nobody waits for any more still finish (and commit) within
 	// the deadline; Proxy.Close cancels what is left.
 	tick := time.NewTicker(100 * time.Millisecond)
