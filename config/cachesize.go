@@ -116,6 +116,9 @@ const DefaultEvictGrace = 10 * time.Minute
 // validateEviction checks the size-cap and eviction settings.
 func (c Cache) validateEviction() []error {
 	var errs []error
+	if c.VerifySample < 0 || c.VerifySample > 1 {
+		errs = append(errs, fmt.Errorf("cache.verify_sample must be between 0 and 1, not %v", c.VerifySample))
+	}
 	if c.MaxSize < 0 {
 		errs = append(errs, errors.New("cache.max_size must not be negative"))
 	}

@@ -151,6 +151,10 @@ type Cache struct {
 	// EvictGrace protects content used (or cached) this recently from
 	// eviction and from "proxy gc". Default 10m; at least 1m.
 	EvictGrace time.Duration `yaml:"evict_grace"`
+	// VerifySample is the share of cache hits whose blob is re-hashed in
+	// the background after it was served (0 to 1; default 0: none). A blob
+	// that fails is removed, so the next pull fetches it again.
+	VerifySample float64 `yaml:"verify_sample"`
 }
 
 // Fill bounds a blob fill. The upstream's retry.attempts counts attempts
@@ -204,6 +208,12 @@ type Redis struct {
 	// counts as down: the replica coordinates its fills locally for a
 	// while (a circuit breaker) instead of waiting on every blob.
 	Timeout time.Duration `yaml:"timeout"`
+	// Namespace is put in front of every key this cache keeps in Redis
+	// (leases, budget, tag times, the retag channel), so that several
+	// independent caches can share one Redis database. Empty: derived from
+	// the storage the replicas share (RedisNamespace), so that replicas of
+	// one cache agree on it without configuration and two caches never do.
+	Namespace string `yaml:"namespace"`
 }
 
 // Admin configures the admin API.

@@ -83,6 +83,7 @@ func (c *Config) Validate() error {
 	if c.Redis.Timeout < 0 {
 		errs = append(errs, errors.New("redis.timeout must not be negative"))
 	}
+	errs = append(errs, validateRedisNamespace(c.Redis.Namespace)...)
 	c.DefaultUpstream = CanonicalHost(c.DefaultUpstream)
 	if _, ok := c.Upstream(c.DefaultUpstream); !ok {
 		errs = append(errs, fmt.Errorf("default_upstream %q is not an enabled upstream (configure it under upstreams, or pick an enabled one; presets: false and disabled: true turn presets off)", c.DefaultUpstream))

@@ -36,9 +36,13 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
 			return
 		}
-		defer p.serving.hold(q.dgst)()
+		release := p.serving.hold(q.dgst)
 		setBlobHeaders(w.Header(), q)
 		http.ServeContent(w, r, "", info.ModTime, rs)
+		release()
+		if r.Method == http.MethodGet {
+			p.sampleIntegrity(q.dgst)
+		}
 		return
 	case !errors.Is(err, storage.ErrNotFound):
 		p.writeError(w, r, err)
@@ -135,8 +139,14 @@ func (p *Proxy) headBlobMiss(w http.ResponseWriter, r *http.Request, q *request)
 // repository.
 func (p *Proxy) serveFill(w http.ResponseWriter, r *http.Request, q *request) (rejoin bool) {
 	h, leave, err := p.joinFill(r.Context(), q)
+	if uncachedOK(r, err) {
+		err = p.serveUncached(w, r, q, &bodyTap{ResponseWriter: w, h: q.dgst.Algorithm().Hash()}, -1)
+	}
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return false
+	}
+	if h == nil {
 		return false
 	}
 	defer leave()
@@ -166,12 +176,25 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 			h.Release() // no reader took the hold
 		}
 	}()
+	// tap sees the body bytes the client gets: when the fill fails for
+	// lack of space, the response goes on from the upstream (serveUncached).
+	tap := &bodyTap{ResponseWriter: w, h: q.dgst.Algorithm().Hash()}
 	fail := func(err error) bool {
 		if ctx.Err() != nil {
 			return false // the client left
 		}
 		if repoSpecific(err) && !sameOrigin(f, q) {
 			return true
+		}
+		if uncachedOK(r, err) {
+			if held {
+				h.Release() // the fill's bytes are of no use to this client
+				held = false
+			}
+			err = p.serveUncached(w, r, q, tap, -1)
+			if err == nil {
+				return false
+			}
 		}
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return false
@@ -214,15 +237,22 @@ func (p *Proxy) streamFill(w http.ResponseWriter, r *http.Request, q *request, h
 	held = false // the reader owns the hold now
 	defer func() { _ = rd.Close() }()
 	setBlobHeaders(w.Header(), q)
-	hw := &headersFirst{ResponseWriter: w, empty: func() error { return verifiedOutcome(ctx, f) }}
+	hw := &headersFirst{ResponseWriter: tap, empty: func() error { return verifiedOutcome(ctx, f) }}
 	http.ServeContent(hw, r, "", time.Time{}, rd)
-	if hw.err != nil {
+	if hw.err != nil && !uncachedOK(r, hw.err) {
 		// A response without a byte was about to complete before the fill
 		// verified the blob; its headers were held back.
 		for _, k := range []string{"Content-Range", "ETag", "Cache-Control", "Accept-Ranges", "Last-Modified"} {
 			w.Header().Del(k)
 		}
 		return fail(hw.err)
+	}
+	if uncachedOK(r, rd.Err()) || (hw.err != nil && uncachedOK(r, hw.err)) {
+		_ = rd.Close() // leave the failed fill before the upstream download
+		if err := p.serveUncached(w, r, q, tap, size); err != nil {
+			p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		}
+		return false
 	}
 	if rd.Err() != nil && ctx.Err() == nil {
 		p.log.Warn("blob response cut short", "digest", q.dgst, "repo", q.cacheRepo, "err", rd.Err())

@@ -126,6 +126,13 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg
 		if err == nil {
 			break
 		}
+		if isDiskFull(err) {
+			// The cache's own failure: no retry helps until eviction
+			// made room, and the clients go to the upstream directly
+			// (serveUncached).
+			p.noteStorageError(err)
+			return err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err) //nolint:errorlint // the cause decides the outcome; the last error is detail for the log
 		}
@@ -398,11 +405,10 @@ func (p *Proxy) commitFill(ctx context.Context, f *fill.Fill, dl *download, st *
 		return fmt.Errorf("sync staging file: %w", err)
 	}
 	if err := p.store.CommitBlob(ctx, f.Digest(), st); err != nil {
-		if isDiskFull(err) {
-			p.cacheHooks().Trigger()
-		}
+		p.noteStorageError(err)
 		return err
 	}
+	p.noteStorageWrite()
 	p.cacheHooks().Added(f.Digest(), written)
 	if err := p.store.LinkBlob(ctx, cacheRepo, f.Digest()); err != nil {
 		p.log.Warn("link blob", "repo", cacheRepo, "digest", f.Digest(), "err", err)

@@ -51,6 +51,8 @@ type envOptions struct {
 	coord proxy.Coordinator
 	// store replaces the filesystem store under root (a wrapped driver).
 	store *storage.Store
+	// proxyOpts are added to the proxy's options (a metrics registry).
+	proxyOpts []proxy.Option
 }
 
 // fakeClock is an injectable clock for TTL tests.
@@ -118,6 +120,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.coord != nil {
 		opts = append(opts, proxy.WithCoordinator(o.coord))
 	}
+	opts = append(opts, o.proxyOpts...)
 	p, err := proxy.New(cfg, store, factory, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -85,6 +85,10 @@ func (p *Proxy) endFill(f *fill.Fill, err error) {
 	}
 	p.m.fillsInFlight.Dec()
 	p.m.fills.WithLabelValues(outcome).Inc()
+	p.m.fillDuration.WithLabelValues(outcome).Observe(time.Since(f.Info().Started).Seconds())
+	if outcome == "failed" {
+		p.m.upstreamErrors.WithLabelValues(f.Host(), errorClass(err)).Inc()
+	}
 }
 
 // sameOrigin reports whether q asks through the repository a fill
@@ -120,4 +124,26 @@ func (p *Proxy) confirmRepo(ctx context.Context, q *request) (link bool, err err
 		return false, err
 	}
 	return true, nil
+}
+
+// errorClass names the class of a failed fill for
+// stowage_upstream_errors_total; "storage" is the cache's own failure.
+func errorClass(err error) string {
+	switch {
+	case isDiskFull(err), isStorageFailure(err):
+		return "storage"
+	case errors.Is(err, upstream.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, upstream.ErrUnauthorized), errors.Is(err, upstream.ErrDenied):
+		return "denied"
+	case errors.Is(err, upstream.ErrTooManyRequests):
+		return "rate_limited"
+	case errors.Is(err, upstream.ErrDigestMismatch):
+		return "digest_mismatch"
+	case errors.Is(err, upstream.ErrInvalid), errors.Is(err, upstream.ErrRangeNotSatisfiable), errors.Is(err, upstream.ErrTooLarge):
+		return "invalid"
+	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return "unavailable"
+	}
+	return "other"
 }

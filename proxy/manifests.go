@@ -132,6 +132,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 		}
 		um, err := reg.GetManifest(fctx, q.repo, ref, nil)
 		if err != nil {
+			p.m.upstreamErrors.WithLabelValues(q.host, errorClass(err)).Inc()
 			return nil, err
 		}
 		m, err := p.verifyManifest(q.host, um, ref)
@@ -153,6 +154,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 				return m, nil
 			}
 			p.mem.putTag(q.cacheRepo, ref, storage.Tag{Digest: m.dgst, FetchedAt: now}, now)
+			p.tagConfirmed(fctx, q.cacheRepo, ref, m.dgst, now, true)
 		}
 		return m, nil
 	})
@@ -167,9 +169,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, q *request, ref string) (*res
 // and the failure is the store's, never reported as the upstream's.
 func (p *Proxy) storeFailed(kind string, q *request, ref string, err error) {
 	p.m.manifest.storeFailures.WithLabelValues(kind).Inc()
-	if isDiskFull(err) {
-		p.cacheHooks().Trigger()
-	}
+	p.noteStorageError(err)
 	p.log.Error("cannot store manifest; serving it uncached", "kind", kind,
 		"repo", q.cacheRepo, "ref", ref, "err", err)
 }

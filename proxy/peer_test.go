@@ -477,62 +477,13 @@ func peerStreams(t *testing.T, e *env, outcome string) int {
 	return 0
 }
 
-// TestPeerStreamStorm: 30 cold clients spread over three replicas pull one
-// blob while the owner's upstream is held after 1 MiB: every client gets
-// its first bytes before the upstream may finish, all get the verified
-// blob, and the upstream sees one GET. The spread of first bytes is logged
-// (no timing assertion).
+// TestPeerStreamStorm: 30 cold clients spread over three replicas on one
+// shared directory pull one blob while the owner's upstream is held (see
+// peerStorm): every client gets its first bytes before the upstream may
+// finish, all get the verified blob, and the upstream sees one GET.
 func TestPeerStreamStorm(t *testing.T) {
 	t.Parallel()
-	rs := newReplicas(t, 3)
-	const size = 8 << 20
-	d := rs[0].seedBlob("library/peer:v1", size, 37)
-	release := make(chan struct{})
-	rs[0].up.SetFault(testenv.Chain(testenv.SlowBlobs(256<<10, 10*time.Millisecond), testenv.StallBlobs(1<<20, release)))
-	rs[0].up.ResetCounts()
-
-	start := time.Now()
-	firsts := make(chan time.Duration, 30)
-	pulls := make(chan *pull, 30)
-	var wg sync.WaitGroup
-	for i := range 30 {
-		wg.Go(func() {
-			pl, err := tryPull(t, rs[i%3].env, d)
-			if err == nil {
-				err = pl.tryReadN(64 << 10)
-			}
-			if err != nil {
-				t.Errorf("client %d: %v", i, err)
-				return
-			}
-			firsts <- time.Since(start)
-			pulls <- pl
-		})
-	}
-	wg.Wait() // every client has bytes; the upstream is still held
-	if t.Failed() {
-		close(release)
-		t.FailNow()
-	}
-	close(firsts)
-	close(pulls)
-	lo, hi := time.Hour, time.Duration(0)
-	for f := range firsts {
-		lo, hi = min(lo, f), max(hi, f)
-	}
-	t.Logf("first 64 KiB: fastest client after %s, slowest after %s (spread %s)", lo, hi, hi-lo)
-	close(release)
-	for pl := range pulls {
-		wg.Go(func() {
-			if n, err := pl.rest(64<<10, size); err != nil {
-				t.Errorf("client: %d bytes: %v", n, err)
-			}
-		})
-	}
-	wg.Wait()
-	if n := rs[0].up.Count(testenv.BlobGet); n != 1 {
-		t.Fatalf("upstream blob GETs = %d, want 1", n)
-	}
+	peerStorm(t, newReplicas(t, 3))
 }
 
 // TestPeerStreamOwnerRestarts: the owner's first attempt sends a wrong byte

@@ -37,6 +37,7 @@ type options struct {
 	now      func() time.Time
 	coord    Coordinator
 	peers    *PeerConfig
+	tags     TagSync
 }
 
 // WithLogger sets the logger (default: discard).
@@ -70,6 +71,7 @@ type Proxy struct {
 	down    downHosts
 	coord   Coordinator
 	peer    *peering // nil: peer streaming off
+	tags    TagSync  // nil: tag state shared only through the storage
 
 	metricsHandler http.Handler
 	manifestFlight singleflight.Group
@@ -77,6 +79,8 @@ type Proxy struct {
 	mu        sync.Mutex
 	upstreams map[string]upstream.Registry
 	tagPages  *tagPageCache
+
+	health health // readiness, disk-full episodes, integrity checks
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.
@@ -120,6 +124,10 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 			return nil, err
 		}
 	}
+	if o.tags != nil {
+		p.tags = o.tags
+		o.tags.Watch(func(repo, tag string) { p.mem.forgetTag(repo, tag) })
+	}
 	p.fills = fill.NewRegistry()
 	p.fills.SetMaxRunning(cfg.Cache.Fill.MaxConcurrent)
 	p.metricsHandler = promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{})
@@ -136,12 +144,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // them to end and closes the upstream clients.
 func (p *Proxy) Close() error {
 	p.fills.Close()
+	p.health.closeChecks() // background integrity checks
+	var errs []error
+	if c, ok := p.tags.(io.Closer); ok {
+		errs = append(errs, c.Close())
+	}
 	if p.peer != nil {
 		p.peer.client.CloseIdleConnections()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var errs []error
 	for _, u := range p.upstreams {
 		if c, ok := u.(io.Closer); ok {
 			errs = append(errs, c.Close())

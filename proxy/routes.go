@@ -20,6 +20,7 @@ const (
 	routeTags      = "tags"
 	routeReferrers = "referrers"
 	routeHealth    = "healthz"
+	routeReady     = "readyz"
 	routeMetrics   = "metrics"
 	routeNotFound  = "not_found"
 )
@@ -41,6 +42,7 @@ func (p *Proxy) newRouter() *mux.Router {
 	read := []string{http.MethodGet, http.MethodHead}
 
 	r.Handle("/healthz", p.instrument(routeHealth, http.HandlerFunc(p.serveHealth))).Methods(read...)
+	r.Handle("/readyz", p.instrument(routeReady, http.HandlerFunc(p.serveReady))).Methods(read...)
 	r.Handle("/metrics", p.instrument(routeMetrics, p.metricsHandler)).Methods(read...)
 
 	v2 := r.PathPrefix("/v2").Subrouter()

@@ -30,6 +30,14 @@ func (p *Proxy) manifestByTag(ctx context.Context, q *request) (*resolvedManifes
 		p.m.hits.WithLabelValues("tag").Inc()
 		return p.localManifest(ctx, q, local)
 	}
+	// Another replica may have confirmed (or moved) the tag since this
+	// one read it: one HEAD per tag per TTL serves the whole cluster.
+	shared, fresh := p.sharedTag(ctx, q, local)
+	if fresh {
+		p.m.hits.WithLabelValues("tag").Inc()
+		return p.localManifest(ctx, q, shared)
+	}
+	local = shared
 	m, err := p.revalidateTag(ctx, q, local)
 	if err == nil {
 		return m, nil
@@ -134,6 +142,12 @@ func (p *Proxy) revalidateTag(ctx context.Context, q *request, local storage.Tag
 		if err != nil {
 			return nil, err
 		}
+		// One replica of the cluster asks; the others take its answer.
+		release, shared, done := p.tagCheck(hctx, q, local)
+		if done {
+			return shared, nil
+		}
+		defer release()
 		head, err := reg.HeadManifest(hctx, q.repo, q.tag, nil)
 		if err != nil {
 			return nil, err
@@ -155,6 +169,7 @@ func (p *Proxy) revalidateTag(ctx context.Context, q *request, local storage.Tag
 			return nil, nil
 		}
 		p.mem.putTag(q.cacheRepo, q.tag, storage.Tag{Digest: local.Digest, FetchedAt: now}, now)
+		p.tagConfirmed(hctx, q.cacheRepo, q.tag, local.Digest, now, false)
 		return nil, nil
 	})
 	if err != nil {
@@ -162,6 +177,10 @@ func (p *Proxy) revalidateTag(ctx context.Context, q *request, local storage.Tag
 	}
 	if m, ok := v.(*resolvedManifest); ok && m != nil {
 		return m, nil
+	}
+	if t, ok := v.(storage.Tag); ok {
+		p.m.hits.WithLabelValues("tag").Inc()
+		return p.localManifest(ctx, q, t)
 	}
 	p.m.hits.WithLabelValues("tag").Inc()
 	return p.localManifest(ctx, q, local)

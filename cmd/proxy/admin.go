@@ -111,6 +111,10 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 			api.ServeHTTP(w, r)
 			return
 		}
+		if uiPath(r.URL.Path) && !cfg.UI.Disabled {
+			dashboardOff(w)
+			return
+		}
 		p.ServeHTTP(w, r)
 	})
 	if cfg.Prefetch.Schedule != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -67,6 +68,21 @@ func (s *prefetchService) trackUsage(cfg *config.Config, store *storage.Store, e
 		u.disk = evict.Statfs(root)
 	}
 	s.dash.SetUsage(u)
+}
+
+// dashboardOff answers /ui/ when the dashboard has no way to authorise
+// anyone (no admin token, not public): a page that says how to turn it on,
+// rather than a registry 404.
+func dashboardOff(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, `<!doctype html><html lang="en"><meta charset="utf-8"><title>Stowage dashboard is off</title>
+<main style="font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;line-height:1.5">
+<h1>The Stowage dashboard is off</h1>
+<p>It is protected like the admin API, and no admin token is configured. Set one
+(<code>admin.token_env</code> or <code>admin.token_file</code>) to sign in with it, or set
+<code>ui.public_read_only: true</code> for a read-only view without a token.</p></main></html>`)
 }
 
 // uiPath reports whether a request is for the dashboard's page.

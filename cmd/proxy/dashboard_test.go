@@ -14,7 +14,8 @@ import (
 
 // TestServeDashboard: "serve" mounts the dashboard beside the admin API:
 // with a token it needs the token; ui.public_read_only opens the reads;
-// without either (or with ui.disabled) there is no dashboard.
+// without either /ui/ says how to turn it on (503); with ui.disabled there
+// is no dashboard at all.
 func TestServeDashboard(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -37,7 +38,7 @@ func TestServeDashboard(t *testing.T) {
 		{"disabled", fmt.Sprintf("admin:\n  token_file: %q\nui:\n  disabled: true\n", tokenFile), map[string]int{
 			"GET /ui/ ": 404, "GET /api/v1/overview tok": 404, "GET /api/v1/prefetch tok": 200,
 		}},
-		{"none", "", map[string]int{"GET /ui/ ": 404, "GET /api/v1/overview ": 404}},
+		{"none", "", map[string]int{"GET /ui/ ": 503, "GET /api/v1/overview ": 404}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -31,7 +31,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd(), newGCCmd(), newVerifyCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newPrefetchCmd(), newExportCmd(), newImportCmd(), newGCCmd(), newVerifyCmd(), newStatsCmd())
 	return root
 }
 
@@ -113,13 +113,20 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 		// is skipped for a while (cluster's circuit breaker): no client
 		// request waits on a Redis that does not answer.
 		rc := cluster.NewRedisClient(cfg.Redis.Addr, os.Getenv(cfg.Redis.PasswordEnv), cfg.Redis.DB, cfg.Redis.Timeout)
-		leases, err := cluster.NewRedisLeases(rc, "stowage:", 30*time.Second,
+		// Every key lives under the cache's namespace (redis.namespace, by
+		// default derived from the storage): caches sharing one Redis
+		// never wait on each other.
+		leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), 30*time.Second,
 			cluster.WithTimeout(cfg.Redis.Timeout), cluster.WithLogger(log), cluster.WithMetrics(reg))
 		if err != nil {
 			return nil, nil, errors.Join(err, rc.Close(), store.Close())
 		}
-		opts = append(opts, proxy.WithCoordinator(leases))
-		shared, err := cluster.NewRedisBudget(rc, "stowage:")
+		tags, err := cluster.NewRedisTags(leases)
+		if err != nil {
+			return nil, nil, errors.Join(err, store.Close())
+		}
+		opts = append(opts, proxy.WithCoordinator(leases), proxy.WithTagSync(tags))
+		shared, err := cluster.NewRedisBudget(rc, cfg.RedisPrefix())
 		if err != nil {
 			return nil, nil, errors.Join(err, store.Close())
 		}
@@ -257,7 +264,7 @@ func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *prox
 	stopJobs func()) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
-	// TODO(lead): enable once the readiness branch is merged: p.SetDraining(true)
+	p.SetDraining(true) // /readyz answers 503: the Service stops sending new clients
 	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
 	err := errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
 	stopJobs()

@@ -109,8 +109,13 @@ func TestAPIOverviewAfterPulls(t *testing.T) {
 	blobs, size := e.pull("team/app:v1")
 	e.pull("team/app:v1")
 
+	// The request metrics are recorded when a handler returns, which can be
+	// just after its client has read the last byte.
 	var o dashboard.Overview
-	e.getJSON("/api/v1/overview", &o)
+	waitFor(t, "the pulls' responses to be counted", func() bool {
+		e.getJSON("/api/v1/overview", &o)
+		return o.Traffic.ServedBytes >= float64(2*size)
+	})
 	tr := o.Traffic
 	if tr.BlobMisses != float64(blobs) || tr.BlobHits != float64(blobs) {
 		t.Errorf("blob hits %v misses %v, want %d each", tr.BlobHits, tr.BlobMisses, blobs)

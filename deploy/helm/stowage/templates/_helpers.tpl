@@ -91,6 +91,14 @@ storage.root, credential file paths). Rendered as YAML.
 {{- $storage := deepCopy ($cfg.storage | default dict) }}
 {{- $_ := set $storage "root" .Values.persistence.mountPath }}
 {{- $_ := set $cfg "storage" $storage }}
+{{- $cap := include "stowage.cacheCap" . }}
+{{- if $cap }}
+{{- $cache := deepCopy ($cfg.cache | default dict) }}
+{{- if not (hasKey $cache "max_size") }}
+{{- $_ := set $cache "max_size" $cap }}
+{{- $_ := set $cfg "cache" $cache }}
+{{- end }}
+{{- end }}
 {{- $dir := include "stowage.secretsDir" . }}
 {{- if .Values.credentials.upstreams }}
 {{- $ups := deepCopy ($cfg.upstreams | default dict) }}
@@ -217,4 +225,30 @@ app.kubernetes.io/component: server
 {{- $_ := set $p.httpGet "scheme" "HTTPS" }}
 {{- end }}
 {{- toYaml $p }}
+{{- end }}
+
+{{/*
+The cache cap: persistence.cacheShare percent of the volume's size
+(persistence.size, or emptyDirSizeLimit without persistence), in MiB; empty
+when the size is unknown (an existingClaim, no emptyDir limit) or the share 0. Sizes are Kubernetes quantities.
+*/}}
+{{- define "stowage.cacheCap" -}}
+{{- $p := .Values.persistence }}
+{{- $size := "" }}
+{{- if not $p.enabled }}
+{{- $size = $p.emptyDirSizeLimit | default "" | toString }}
+{{- else if not $p.existingClaim }}
+{{- $size = $p.size | default "" | toString }}
+{{- end }}
+{{- $share := $p.cacheShare | default 0 | int }}
+{{- if and $size (gt $share 0) }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $size }}
+{{- $unit := trimPrefix $num $size }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 }}
+{{- if or (not $num) (not (hasKey $units $unit)) }}
+{{- fail (printf "persistence size %q is not a Kubernetes quantity the chart understands (e.g. 50Gi, 500G)" $size) }}
+{{- end }}
+{{- $bytes := mulf (float64 $num) (get $units $unit) }}
+{{- printf "%.0fMiB" (floor (divf (mulf $bytes $share) 104857600.0)) }}
+{{- end }}
 {{- end }}
