@@ -14,7 +14,7 @@ lib_init e2e-clients
 start=$SECONDS
 
 step "tools"
-apt_need curl:curl jq:jq skopeo:skopeo containerd:containerd ctr:containerd
+apt_need curl:curl jq:jq skopeo:skopeo containerd:containerd ctr:containerd htpasswd:apache2-utils
 need_registry
 need_crane
 need_regctl
@@ -245,6 +245,39 @@ check "regctl: image copy org/multi:v1 -> ocidir:// (all platforms)" \
 check_eq "regctl: ocidir copy digest equals upstream" "${UPD[org/multi:v1]}" \
   "$(rc image digest "ocidir://$WORK/regctl-multi:v1" 2>/dev/null || true)"
 check "regctl: image export library/app:v1" rc image export "$stowage/library/app:v1" "$WORK/regctl-app.tar"
+
+# ------------------------------------------------------------------ client authentication
+step "client authentication (auth.htpasswd)"
+AP=$(free_port)
+authed="127.0.0.1:$AP"
+htpasswd -nbB e2e-user 'e2e-pass' >"$WORK/htpasswd"
+printf 'auth:\n  htpasswd: %s\n' "$WORK/htpasswd" >"$WORK/auth.yaml"
+start_stowage stowage-auth "$AP" --config "$WORK/auth.yaml" --root "$WORK/cache-auth" \
+  --upstream "docker.io=http://$upstream" --default-upstream docker.io
+AUTH_PID=$BG_PID
+hdrs=$(curl -sS -i --max-time 10 "http://$authed/v2/" | tr -d '\r' || true)
+check_eq "auth: /v2/ without credentials -> 401" 401 "$(awk 'NR==1 {print $2}' <<<"$hdrs")"
+check_eq "auth: WWW-Authenticate is Basic" 'Basic realm="stowage"' \
+  "$(awk -F': ' 'tolower($1)=="www-authenticate" {print $2}' <<<"$hdrs")"
+check_eq "auth: wrong password -> 401" 401 \
+  "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -u e2e-user:wrong "http://$authed/v2/library/app/manifests/v1")"
+check_eq "auth: /healthz stays open" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$authed/healthz")"
+check_eq "auth: /metrics stays open" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$authed/metrics")"
+check "crane (auth): pull without credentials is refused" \
+  bash -c "! DOCKER_CONFIG='$WORK/docker-none' '$CRANE' pull --insecure '$authed/library/app:v1' '$WORK/crane-noauth.tar'"
+check "crane (auth): auth login" \
+  env DOCKER_CONFIG="$WORK/docker-auth" "$CRANE" auth login "$authed" -u e2e-user -p e2e-pass
+check "crane (auth): pull library/app:v1 with the stored login" \
+  env DOCKER_CONFIG="$WORK/docker-auth" "$CRANE" pull --insecure "$authed/library/app:v1" "$WORK/crane-auth.tar"
+check "crane (auth): validate --remote (every blob re-hashed)" \
+  env DOCKER_CONFIG="$WORK/docker-auth" "$CRANE" validate --insecure --remote "$authed/library/app:v1"
+check "skopeo (auth): copy with --src-creds" \
+  sk copy --src-tls-verify=false --src-creds e2e-user:e2e-pass "docker://$authed/library/app:v1" "oci:$WORK/skopeo-auth:v1"
+check "skopeo (auth): inspect with a wrong password is refused" \
+  bash -c "! TMPDIR='$WORK/tmp' timeout 60 skopeo --policy '$WORK/policy.json' inspect --tls-verify=false --creds e2e-user:wrong 'docker://$authed/library/app:v1'"
+check_eq "skopeo (auth): inspect --raw --username/--password digest equals upstream" "${UPD[library/app:v1]}" \
+  "sha256:$(sk inspect --tls-verify=false --username e2e-user --password e2e-pass --raw "docker://$authed/library/app:v1" 2>"$WORK/logs/skopeo-auth.log" | sha256sum | cut -d' ' -f1)"
+stop_pid "$AUTH_PID"
 
 # ------------------------------------------------------------------ registry over the cache root
 step "stock registry over Stowage's cache root"

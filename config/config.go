@@ -65,6 +65,16 @@ type Config struct {
 	// upstreams, and the share prefetch may take of it while clients wait.
 	Link Link `yaml:"link"`
 
+	// Server holds the client-facing HTTP server's limits and shutdown.
+	Server Server `yaml:"server"`
+
+	// TLS, when both files are set, serves HTTPS on Listen.
+	TLS ServerTLS `yaml:"tls"`
+
+	// Auth, when htpasswd is set, requires HTTP Basic credentials from
+	// registry clients.
+	Auth ClientAuth `yaml:"auth"`
+
 	// UI configures the web dashboard (/ui/).
 	UI UI `yaml:"ui"`
 }
@@ -170,6 +180,11 @@ type Fill struct {
 	// stops at its next retry, or after this long unwanted. A client
 	// leaving halfway thus still lets a healthy fill commit.
 	AbandonAfter time.Duration `yaml:"abandon_after"`
+	// MaxConcurrent caps the fills running at once (default 64). A client
+	// asking for a blob that would start one more is answered 503 with
+	// Retry-After; joining a fill that already runs is always allowed.
+	// 0 means no cap.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // Log configures log/slog output.

@@ -32,6 +32,7 @@ func Default() *Config {
 				MinRateWindow:     time.Minute,
 				MaxDuration:       6 * time.Hour,
 				AbandonAfter:      5 * time.Minute,
+				MaxConcurrent:     DefaultMaxConcurrentFills,
 			},
 			EvictGrace: DefaultEvictGrace,
 		},
@@ -39,6 +40,7 @@ func Default() *Config {
 		Redis:    Redis{Timeout: 500 * time.Millisecond},
 		Prefetch: Prefetch{Concurrency: 4},
 		Link:     Link{PrefetchShare: 30},
+		Server:   DefaultServer(),
 	}
 }
 
@@ -119,6 +121,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
 	}
 	errs = append(errs, c.validateCluster()...)
+	errs = append(errs, c.validateServing()...)
 	if c.Prefetch.Concurrency < 1 {
 		errs = append(errs, errors.New("prefetch.concurrency must be at least 1"))
 	}

@@ -17,7 +17,33 @@ var errFillClosed = fill.ErrClosed
 // turns the hold into a reader, follows it, or releases it, and calls
 // leave when it stops waiting: until then ctx's traffic class (a client,
 // or a prefetch run) counts for the download's share of the link budget.
+//
+// Past the cap on running fills (cache.fill.max_concurrent) a client is
+// refused (fill.ErrTooMany: 503 with Retry-After) while a prefetch run,
+// which nobody waits for, waits for a free slot until ctx ends.
 func (p *Proxy) joinFill(ctx context.Context, q *request) (h *fill.Hold, leave func(), err error) {
+	wait := prefetchSlotWait
+	for {
+		h, leave, err = p.tryJoinFill(ctx, q)
+		if !errors.Is(err, fill.ErrTooMany) || upstream.ClassOf(ctx) != upstream.ClassPrefetch {
+			return h, leave, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, errors.Join(err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxPrefetchSlotWait)
+	}
+}
+
+// How often a prefetch waiting for a fill slot tries again.
+const (
+	prefetchSlotWait    = 100 * time.Millisecond
+	maxPrefetchSlotWait = 2 * time.Second
+)
+
+func (p *Proxy) tryJoinFill(ctx context.Context, q *request) (h *fill.Hold, leave func(), err error) {
 	cacheRepo := q.cacheRepo
 	waiters := &upstream.Waiters{}
 	h, _, err = p.fills.Join(fill.Start{

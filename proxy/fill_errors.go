@@ -38,6 +38,8 @@ func fillAPIError(host string, err error) (*apiError, bool) {
 		return unavailable("another replica is still downloading the blob; retry later", retryLater), true
 	case errors.Is(err, fill.ErrCancelled):
 		return unavailable("the blob download was cancelled by an operator", retryLater), true
+	case errors.Is(err, fill.ErrTooMany):
+		return unavailable("too many blob downloads are running (cache.fill.max_concurrent); retry later", retryLater), true
 	case errors.Is(err, fill.ErrClosed):
 		return unavailable("the proxy is shutting down; retry", time.Second), true
 	case errors.Is(err, fill.ErrSizeChanged):

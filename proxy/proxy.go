@@ -132,6 +132,7 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		o.tags.Watch(func(repo, tag string) { p.mem.forgetTag(repo, tag) })
 	}
 	p.fills = fill.NewRegistry()
+	p.fills.SetMaxRunning(cfg.Cache.Fill.MaxConcurrent)
 	p.metricsHandler = promhttp.HandlerFor(o.gatherer, promhttp.HandlerOpts{})
 	p.router = p.newRouter()
 	return p, nil

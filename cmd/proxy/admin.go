@@ -74,6 +74,7 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, nil, err
 	}
+	jobs.SetMaxPending(cfg.Server.MaxAdminJobs)
 	// Job records live beside the cache, so GET answers for a job across
 	// a restart of the server.
 	loadCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -178,8 +180,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer pf.close()
+	closeJobs := sync.OnceFunc(pf.close) // at shutdown, or on an early return
+	defer closeJobs()
 	pf.trackUsage(cfg, store, eng)
+	front, err := frontHandler(cfg, handler, log)
+	if err != nil {
+		return err
+	}
+	var certs *proxy.CertReloader
+	if cfg.TLS.Enabled() {
+		if certs, err = proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log); err != nil {
+			return err
+		}
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -188,18 +201,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(err, ln.Close())
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv := newHTTPServer(cfg, front, log)
+	if certs != nil {
+		srv.TLSConfig = certs.TLSConfig()
+		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	where := []any{"root", cfg.Storage.Root}
 	if cfg.Storage.Driver == "s3" {
 		where = []any{"bucket", cfg.Storage.S3["bucket"], "rootdirectory", cfg.Storage.S3["rootdirectory"], "redirect", cfg.Storage.Redirect}
 	}
 	log.Info("serving", append([]any{"listen", ln.Addr().String(), "driver", cfg.Storage.Driver}, append(where,
-		"default_upstream", cfg.DefaultUpstream, "version", version)...)...)
+		"default_upstream", cfg.DefaultUpstream, "tls", cfg.TLS.Enabled(), "auth", cfg.Auth.Htpasswd != "", "version", version)...)...)
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
@@ -212,10 +224,66 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(internal.serve)
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
-		defer cancel()
-		log.Info("shutting down")
-		return errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
+		return shutdown(gctx, cfg, log, p, srv, internal, closeJobs)
 	})
 	return g.Wait()
+}
+
+// newHTTPServer builds the client-facing server with its limits.
+func newHTTPServer(cfg *config.Config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// frontHandler puts the client-facing protections (probes first, Basic
+// authentication, idle-write deadline) in front of handler.
+func frontHandler(cfg *config.Config, handler http.Handler, log *slog.Logger) (http.Handler, error) {
+	o := proxy.ServingOptions{WriteIdleTimeout: cfg.Server.WriteIdleTimeout}
+	if cfg.Auth.Htpasswd != "" {
+		h, err := proxy.NewHtpasswd(cfg.Auth.Htpasswd, cfg.Auth.Realm, log)
+		if err != nil {
+			return nil, err
+		}
+		o.Auth = h
+	}
+	return proxy.Serving(handler, o), nil
+}
+
+// shutdown stops accepting, lets running responses and fills finish up to
+// server.shutdown_timeout, then cuts what remains; the caller's deferred
+// closes clean up the rest.
+//
+// stopJobs stops the prefetch schedule and jobs once no client is served
+// any more, so that they start no new fills while the running ones finish.
+func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *proxy.Proxy, srv *http.Server, internal *internalServer,
+	stopJobs func()) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	p.SetDraining(true) // /readyz answers 503: the Service stops sending new clients
+	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
+	err := errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
+	stopJobs()
+	// Fills nobody waits for any more still finish (and commit) within
+	// the deadline; Proxy.Close cancels what is left.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for len(p.Fills()) > 0 && sctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-sctx.Done():
+		}
+	}
+	if sctx.Err() != nil {
+		log.Warn("shutdown deadline reached; cutting the remaining responses and fills", "fills", len(p.Fills()))
+		err = errors.Join(err, srv.Close())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil // reported above; the cut is the configured behaviour
+	}
+	return err
 }

@@ -55,6 +55,8 @@ type JobRequest struct {
 //	                             ?platform= (repeatable) apply to list
 //	                             bodies. 202 with the job.
 //	GET  /api/v1/prefetch/{id}   the job: state, progress, report.
+//	DELETE /api/v1/prefetch/{id} cancel a queued or running job (202 with
+//	                             the job; 409 when it already ended).
 //	GET  /api/v1/prefetch        every remembered job, newest first.
 //	GET  /api/v1/fills           running blob fills (with AdminOptions.Fills)
 //	DELETE /api/v1/fills/{digest} cancel a running fill
@@ -73,6 +75,7 @@ func NewAdminHandler(jobs *Jobs, o AdminOptions) (http.Handler, error) {
 	mux.HandleFunc("POST /api/v1/prefetch", a.submit)
 	mux.HandleFunc("GET /api/v1/prefetch", a.list)
 	mux.HandleFunc("GET /api/v1/prefetch/{id}", a.get)
+	mux.HandleFunc("DELETE /api/v1/prefetch/{id}", a.cancel)
 	if o.Fills != nil {
 		mux.Handle("/api/v1/fills", o.Fills)
 		mux.Handle("/api/v1/fills/", o.Fills)
@@ -132,6 +135,11 @@ func (a *admin) submit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	job, err := a.jobs.Submit(name, req)
+	if errors.Is(err, ErrQueueFull) {
+		w.Header().Set("Retry-After", "30")
+		writeJSONError(w, http.StatusTooManyRequests, err.Error()+"; retry later, or cancel a job (DELETE /api/v1/prefetch/{id})")
+		return
+	}
 	if err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -190,6 +198,18 @@ func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, job)
+}
+
+func (a *admin) cancel(w http.ResponseWriter, r *http.Request) {
+	job, found, ended := a.jobs.Cancel(r.PathValue("id"))
+	switch {
+	case !found:
+		writeJSONError(w, http.StatusNotFound, "no such job")
+	case ended:
+		writeJSONError(w, http.StatusConflict, "the job has already ended ("+string(job.State)+")")
+	default:
+		writeJSON(w, http.StatusAccepted, job)
+	}
 }
 
 func (a *admin) list(w http.ResponseWriter, _ *http.Request) {

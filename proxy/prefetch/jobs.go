@@ -24,13 +24,22 @@ const (
 	JobRunning   JobState = "running"
 	JobSucceeded JobState = "succeeded" // every image fetched
 	JobFailed    JobState = "failed"    // some image or list entry failed, or the run could not start
+	JobCancelled JobState = "cancelled" // cancelled by an operator (Jobs.Cancel) before it ended
 )
 
 // Done reports whether the job has ended.
-func (s JobState) Done() bool { return s == JobSucceeded || s == JobFailed }
+func (s JobState) Done() bool { return s == JobSucceeded || s == JobFailed || s == JobCancelled }
 
 // ErrClosed is returned by Submit after Close.
 var ErrClosed = errors.New("prefetch: jobs closed")
+
+// ErrQueueFull is returned by Submit while the jobs that have not ended
+// (queued or running) number the cap (SetMaxPending).
+var ErrQueueFull = errors.New("prefetch: too many jobs queued or running")
+
+// errJobCancelled is the cause of a job's context when an operator
+// cancels it.
+var errJobCancelled = errors.New("cancelled by an operator")
 
 // Job is a snapshot of one background run, as the admin API shows it.
 type Job struct {
@@ -55,7 +64,8 @@ type Job struct {
 
 type job struct {
 	Job
-	prog *Progress // nil for a job loaded from its record: Job.Progress holds the last snapshot
+	prog   *Progress               // nil for a job loaded from its record: Job.Progress holds the last snapshot
+	cancel context.CancelCauseFunc // nil for a loaded job
 }
 
 // Jobs runs engine runs in the background with a bound on how many run at
@@ -77,6 +87,47 @@ type Jobs struct {
 	// orders the writes so a record never goes back to an older state.
 	store  *storage.Store
 	saveMu sync.Mutex
+	// maxPending caps the jobs not yet ended (0: no cap).
+	maxPending int
+}
+
+// SetMaxPending caps the jobs that are queued or running: past it Submit
+// answers ErrQueueFull, so a burst of requests cannot pile up work (and
+// the memory of its plans) without bound. n <= 0 removes the cap.
+func (js *Jobs) SetMaxPending(n int) {
+	js.mu.Lock()
+	js.maxPending = n
+	js.mu.Unlock()
+}
+
+// pendingLocked counts the jobs that have not ended.
+func (js *Jobs) pendingLocked() int {
+	n := 0
+	for _, j := range js.jobs {
+		if !j.State.Done() {
+			n++
+		}
+	}
+	return n
+}
+
+// Cancel cancels a queued or running job: it ends as cancelled, its
+// downloads stop (fills other clients wait for go on). found is false for
+// an unknown id; ended reports a job that had already ended (nothing to
+// cancel).
+func (js *Jobs) Cancel(id string) (snap Job, found, ended bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j, ok := js.jobs[id]
+	if !ok {
+		return Job{}, false, false
+	}
+	if j.State.Done() || j.cancel == nil {
+		return j.snapshotLocked(false), true, true
+	}
+	j.cancel(errJobCancelled)
+	js.log.Info("prefetch job cancelled", "job", j.ID, "name", j.Name)
+	return j.snapshotLocked(false), true, false
 }
 
 // jobsRecordKind is where job records live in the store.
@@ -196,6 +247,12 @@ func (js *Jobs) Submit(name string, req Request) (Job, error) {
 		js.mu.Unlock()
 		return Job{}, ErrClosed
 	}
+	if js.maxPending > 0 && js.pendingLocked() >= js.maxPending {
+		js.mu.Unlock()
+		return Job{}, ErrQueueFull
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	j.cancel = cancel
 	js.jobs[j.ID] = j
 	js.order = append(js.order, j.ID)
 	dropped := js.forgetLocked()
@@ -204,18 +261,17 @@ func (js *Jobs) Submit(name string, req Request) (Job, error) {
 	js.mu.Unlock()
 	js.deleteRecords(dropped)
 	js.save(j)
-	go js.run(j, req)
+	go js.run(ctx, j, req)
 	return snap, nil
 }
 
-func (js *Jobs) run(j *job, req Request) {
+func (js *Jobs) run(ctx context.Context, j *job, req Request) {
 	defer js.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer j.cancel(nil)
 	go func() {
 		select {
 		case <-js.stop:
-			cancel()
+			j.cancel(ErrClosed)
 		case <-ctx.Done():
 		}
 	}()
@@ -223,7 +279,7 @@ func (js *Jobs) run(j *job, req Request) {
 	case js.slots <- struct{}{}:
 		defer func() { <-js.slots }()
 	case <-ctx.Done():
-		js.finish(j, nil, ctx.Err(), nil)
+		js.finish(j, nil, context.Cause(ctx), nil)
 		return
 	}
 	now := time.Now().UTC()
@@ -233,6 +289,9 @@ func (js *Jobs) run(j *job, req Request) {
 	js.save(j)
 	js.log.Info("prefetch job started", "job", j.ID, "name", j.Name)
 	rep, err := js.eng.Run(ctx, req, j.prog)
+	if errors.Is(context.Cause(ctx), errJobCancelled) {
+		err = errJobCancelled // whatever the run made of its context's end
+	}
 	gate := js.gate(ctx, j, rep, err)
 	js.finish(j, rep, err, gate)
 }
@@ -261,6 +320,8 @@ func (js *Jobs) finish(j *job, rep *Report, err error, gate *Gate) {
 		j.Complete, j.Missing = gate.Complete, gate.Missing
 	}
 	switch {
+	case errors.Is(err, errJobCancelled):
+		j.State, j.Error = JobCancelled, errJobCancelled.Error()
 	case err != nil:
 		j.State, j.Error = JobFailed, err.Error()
 	case rep != nil && rep.OK():

@@ -2,6 +2,7 @@ package fill
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -35,6 +36,21 @@ type Registry struct {
 	running map[digest.Digest]*Fill
 	closed  bool
 	wg      sync.WaitGroup
+	// max caps the running fills (0: no cap); see SetMaxRunning.
+	max int
+}
+
+// ErrTooMany refuses a new fill past the registry's cap (SetMaxRunning).
+// Joining a fill that already runs is never refused.
+var ErrTooMany = errors.New("fill: too many downloads running")
+
+// SetMaxRunning caps the fills that run at once; n <= 0 removes the cap.
+// Join then refuses to start a fill for a new digest with ErrTooMany while
+// n run; joining a running one is always allowed. Call it before use.
+func (r *Registry) SetMaxRunning(n int) {
+	r.mu.Lock()
+	r.max = n
+	r.mu.Unlock()
 }
 
 // NewRegistry returns an empty registry.
@@ -59,6 +75,9 @@ func (r *Registry) Join(s Start) (h *Hold, started bool, err error) {
 		f.wants++
 		f.mu.Unlock()
 		return &Hold{f: f}, false, nil
+	}
+	if r.max > 0 && len(r.running) >= r.max {
+		return nil, false, ErrTooMany
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	f := &Fill{

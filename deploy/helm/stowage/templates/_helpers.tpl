@@ -119,6 +119,14 @@ storage.root, credential file paths). Rendered as YAML.
 {{- $_ := set $admin "token_file" (printf "%s/%s" $dir (include "stowage.adminTokenKey" .)) }}
 {{- $_ := set $cfg "admin" $admin }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $cfg "tls" (dict "cert_file" (printf "%s/tls.crt" (include "stowage.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "stowage.tlsDir" .))) }}
+{{- end }}
+{{- if .Values.clientAuth.enabled }}
+{{- $auth := deepCopy ($cfg.auth | default dict) }}
+{{- $_ := set $auth "htpasswd" (printf "%s/%s" (include "stowage.htpasswdDir" .) .Values.clientAuth.secretKey) }}
+{{- $_ := set $cfg "auth" $auth }}
+{{- end }}
 {{- if .Values.cluster.enabled }}
 {{- $cl := deepCopy ($cfg.cluster | default dict) }}
 {{- $_ := set $cl "listen" (printf ":%d" (int .Values.cluster.port)) }}
@@ -169,6 +177,12 @@ storage.root, credential file paths). Rendered as YAML.
 {{- if and .Values.cluster.enabled (eq (int .Values.cluster.port) (int .Values.containerPort)) }}
 {{- fail "cluster.port must differ from containerPort: the internal endpoint is never served on the client API" }}
 {{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret, e.g. from cert-manager)" }}
+{{- end }}
+{{- if and .Values.clientAuth.enabled (not .Values.clientAuth.existingSecret) (not .Values.clientAuth.htpasswd) }}
+{{- fail "clientAuth.enabled needs clientAuth.existingSecret or clientAuth.htpasswd" }}
+{{- end }}
 {{- if and .Values.cluster.secret (lt (len .Values.cluster.secret) 16) }}
 {{- fail "cluster.secret must be at least 16 characters" }}
 {{- end }}
@@ -195,6 +209,22 @@ storageClassName: {{ $sc | quote }}
 {{- define "stowage.serverSelectorLabels" -}}
 {{ include "stowage.selectorLabels" . }}
 app.kubernetes.io/component: server
+{{- end }}
+
+{{/* Client-facing TLS and htpasswd: Secrets and where they are mounted (directories, so updates reach the pod). */}}
+{{- define "stowage.tlsDir" -}}/etc/stowage/tls{{- end }}
+{{- define "stowage.htpasswdDir" -}}/etc/stowage/htpasswd{{- end }}
+{{- define "stowage.htpasswdSecretName" -}}
+{{- .Values.clientAuth.existingSecret | default (printf "%s-htpasswd" (include "stowage.fullname" .)) }}
+{{- end }}
+
+{{/* A probe from values, switched to HTTPS when the server serves TLS. */}}
+{{- define "stowage.probe" -}}
+{{- $p := deepCopy (index . 1) }}
+{{- if and (index . 0).Values.tls.enabled $p.httpGet }}
+{{- $_ := set $p.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $p }}
 {{- end }}
 
 {{/*

@@ -8,6 +8,9 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include "stowage.config" . | sha256sum }}
+    {{- if and .Values.clientAuth.enabled (not .Values.clientAuth.existingSecret) }}
+    checksum/htpasswd: {{ .Values.clientAuth.htpasswd | sha256sum }}
+    {{- end }}
     {{- if and (include "stowage.hasSecrets" .) (not .Values.credentials.existingSecret) }}
     checksum/credentials: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
     {{- end }}
@@ -63,15 +66,15 @@ spec:
         {{- end }}
       {{- with .Values.startupProbe }}
       startupProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "stowage.probe" (list $ .) | nindent 8 }}
       {{- end }}
       {{- with .Values.livenessProbe }}
       livenessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "stowage.probe" (list $ .) | nindent 8 }}
       {{- end }}
       {{- with .Values.readinessProbe }}
       readinessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "stowage.probe" (list $ .) | nindent 8 }}
       {{- end }}
       resources:
         {{- toYaml .Values.resources | nindent 8 }}
@@ -94,6 +97,16 @@ spec:
         {{- if .Values.cluster.enabled }}
         - name: cluster-secret
           mountPath: {{ include "stowage.clusterSecretDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.tls.enabled }}
+        - name: tls
+          mountPath: {{ include "stowage.tlsDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.clientAuth.enabled }}
+        - name: htpasswd
+          mountPath: {{ include "stowage.htpasswdDir" . }}
           readOnly: true
         {{- end }}
         {{- with .Values.extraVolumeMounts }}
@@ -136,6 +149,26 @@ spec:
         items:
           - key: {{ .Values.cluster.secretKey }}
             path: {{ .Values.cluster.secretKey }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if .Values.tls.enabled }}
+    - name: tls
+      secret:
+        secretName: {{ .Values.tls.secretName }}
+        items:
+          - key: tls.crt
+            path: tls.crt
+          - key: tls.key
+            path: tls.key
+        defaultMode: 0440
+    {{- end }}
+    {{- if .Values.clientAuth.enabled }}
+    - name: htpasswd
+      secret:
+        secretName: {{ include "stowage.htpasswdSecretName" . }}
+        items:
+          - key: {{ .Values.clientAuth.secretKey }}
+            path: {{ .Values.clientAuth.secretKey }}
         defaultMode: 0440
     {{- end }}
     {{- with .Values.extraVolumes }}
