@@ -1,19 +1,13 @@
 package proxy_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stowage/stowage/proxy"
 	"github.com/stowage/stowage/proxy/cluster"
@@ -24,19 +18,7 @@ import (
 // .ci/run); outside CI a missing Redis skips the test.
 func redisLeases(t *testing.T) (proxy.Coordinator, proxy.Coordinator) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	prefix := "stowage-test-" + hex.EncodeToString(id[:]) + ":"
+	c, prefix := testenv.Redis(t)
 	a, err := cluster.NewRedisLeases(c, prefix, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)

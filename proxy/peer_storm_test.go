@@ -1,20 +1,16 @@
 package proxy_test
 
 import (
-	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy"
@@ -106,19 +102,7 @@ func peerStorm(t *testing.T, rs []*replica) {
 // directory. Not parallel: storagetest.StartS3 sets the environment.
 func TestPeerStreamStormS3(t *testing.T) {
 	s3srv := storagetest.StartS3(t)
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	prefix := "stowage-test-" + hex.EncodeToString(id[:]) + ":"
+	c, prefix := testenv.Redis(t)
 	params := s3srv.DriverParameters(s3srv.NewBucket(t), "/cache")
 	up := testenv.Start(t, testenv.Options{})
 	rs := make([]*replica, 3)

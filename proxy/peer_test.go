@@ -2,14 +2,11 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +14,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy"
@@ -54,19 +50,7 @@ type replicaOptions struct {
 
 func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	prefix := "stowage-test-" + hex.EncodeToString(id[:]) + ":"
+	c, prefix := testenv.Redis(t)
 	up := testenv.Start(t, testenv.Options{})
 	root := t.TempDir()
 	out := make([]*replica, n)

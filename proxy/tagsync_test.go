@@ -1,19 +1,13 @@
 package proxy_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy"
@@ -35,19 +29,7 @@ type tagReplica struct {
 // (starting at the same instant).
 func newTagReplicas(t *testing.T, n int) []*tagReplica {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	prefix := "stowage-test-" + hex.EncodeToString(id[:]) + ":"
+	c, prefix := testenv.Redis(t)
 	up := testenv.Start(t, testenv.Options{})
 	root := t.TempDir()
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

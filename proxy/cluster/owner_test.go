@@ -1,33 +1,19 @@
 package cluster
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stowage/stowage/proxy/internal/testenv"
 )
 
 // testLeases returns two replicas' leases on the real Redis under a fresh
 // prefix (CI fails without Redis; elsewhere the test is skipped).
 func testLeases(t *testing.T, ttl time.Duration) (*RedisLeases, *RedisLeases, redis.UniversalClient) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	prefix := "stowage-test-" + hex.EncodeToString(id[:]) + ":"
+	c, prefix := testenv.Redis(t)
 	a, err := NewRedisLeases(c, prefix, ttl)
 	if err != nil {
 		t.Fatal(err)
