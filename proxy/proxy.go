@@ -19,6 +19,7 @@ import (
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy/internal/fill"
 	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/storage/recent"
 	"github.com/stowage/stowage/upstream"
 )
 
@@ -83,7 +84,7 @@ type Proxy struct {
 	health health // readiness, disk-full episodes, integrity checks
 
 	// stale keeps the last stale serves (staleserves.go).
-	stale staleRing
+	stale *recent.Ring[StaleServe]
 }
 
 // New builds a Proxy. cfg must be validated; store and factory are required.
@@ -111,6 +112,7 @@ func New(cfg *config.Config, store *storage.Store, factory UpstreamFactory, opts
 		return nil, err
 	}
 	p := &Proxy{
+		stale:     recent.New[StaleServe](StaleServesKept),
 		cfg:       cfg,
 		store:     store,
 		factory:   factory,

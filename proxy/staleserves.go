@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -25,35 +24,6 @@ type StaleServe struct {
 	Error      string  `json:"error"`
 }
 
-// staleRing keeps the last StaleServesKept stale serves; the zero value
-// is ready.
-type staleRing struct {
-	mu   sync.Mutex
-	buf  []StaleServe
-	next int // where the next one goes once buf is full
-}
-
-func (r *staleRing) add(s StaleServe) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.buf) < StaleServesKept {
-		r.buf = append(r.buf, s)
-		return
-	}
-	r.buf[r.next] = s
-	r.next = (r.next + 1) % StaleServesKept
-}
-
-func (r *staleRing) list() []StaleServe {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]StaleServe, 0, len(r.buf))
-	for i := range len(r.buf) {
-		out = append(out, r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)])
-	}
-	return out
-}
-
 // recordStaleServe notes that q's tag was served stale (local is the copy
 // served, cause the upstream's failure).
 func (p *Proxy) recordStaleServe(q *request, local storage.Tag, cause error) {
@@ -65,9 +35,9 @@ func (p *Proxy) recordStaleServe(q *request, local storage.Tag, cause error) {
 	if cause != nil {
 		s.Error = cause.Error()
 	}
-	p.stale.add(s)
+	p.stale.Add(s)
 }
 
 // RecentStaleServes returns the last StaleServesKept tags served stale,
 // newest first.
-func (p *Proxy) RecentStaleServes() []StaleServe { return p.stale.list() }
+func (p *Proxy) RecentStaleServes() []StaleServe { return p.stale.List() }

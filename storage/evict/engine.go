@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/storage/recent"
 	"github.com/stowage/stowage/storage/usage"
 )
 
@@ -90,7 +91,7 @@ type Engine struct {
 	background      []func(context.Context) error
 
 	trigger chan struct{}
-	recent  recentRing
+	recent  *recent.Ring[Eviction]
 	// short is set while passes cannot free what they need.
 	short bool
 	// afterPass, when set, sees every pass's result (tests).
@@ -138,6 +139,7 @@ func New(store Store, p Policy, opts ...Option) (*Engine, error) {
 		return nil, errors.New("evict: negative size or duration")
 	}
 	e := &Engine{
+		recent:          recent.New[Eviction](RecentLimit),
 		store:           store,
 		policy:          p,
 		log:             slog.New(slog.DiscardHandler),
@@ -373,7 +375,7 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 		res.Objects++
 		res.Bytes += b.Size
 		e.metrics.evicted(why, b.Size)
-		e.recent.add(Eviction{Time: e.now(), Digest: b.Digest, Size: b.Size, Reason: why})
+		e.recent.Add(Eviction{Time: e.now(), Digest: b.Digest, Size: b.Size, Reason: why})
 	}
 	if freed < need {
 		res.ShortBy = need - freed

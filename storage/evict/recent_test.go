@@ -75,20 +75,3 @@ func TestRecentEvictionsBounded(t *testing.T) {
 		}
 	})
 }
-
-func TestRecentRingWraps(t *testing.T) {
-	t.Parallel()
-	var r recentRing
-	for i := range 2*RecentLimit + 3 {
-		r.add(Eviction{Size: int64(i)})
-		l := r.list()
-		if want := min(i+1, RecentLimit); len(l) != want {
-			t.Fatalf("after %d: %d entries, want %d", i+1, len(l), want)
-		}
-		for j, e := range l {
-			if e.Size != int64(i-j) {
-				t.Fatalf("after %d: list[%d].Size = %d, want %d", i+1, j, e.Size, i-j)
-			}
-		}
-	}
-}
