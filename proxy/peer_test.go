@@ -199,6 +199,24 @@ func fullPull(t *testing.T, e *env, d digest.Digest) (digest.Digest, int64, erro
 	return readAllHash(resp.Body)
 }
 
+// heldOwner seeds a blob of size bytes on r's upstream, holds the upstream
+// after its first MiB, and starts a client of r (which so owns the fill)
+// that has read 256 KiB. release lets the upstream go on (once; the test's
+// cleanup calls it too).
+func heldOwner(t *testing.T, r *replica, size int64, seed uint64) (d digest.Digest, owner *pull, release func()) {
+	t.Helper()
+	d = r.seedBlob("library/peer:v1", size, seed)
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(release)
+	r.up.SetFault(testenv.StallBlobs(1<<20, held))
+	r.up.ResetCounts()
+	owner = startPull(t, r.env, d)
+	owner.readN(t, 256<<10)
+	return d, owner, release
+}
+
 // TestPeerStreamWhileOwnerDownloads: a client of a replica that does not own
 // the fill gets headers and bytes while the owner is still downloading (the
 // upstream is held after 1 MiB), and the whole verified blob in the end;
@@ -332,14 +350,8 @@ func TestPeerEndpointAuth(t *testing.T) {
 	t.Parallel()
 	rs := newReplicas(t, 1)
 	a := rs[0]
-	const size = 2 << 20
-	d := a.seedBlob("library/peer:v1", size, 34)
-	release := make(chan struct{})
-	defer close(release)
-	a.up.SetFault(testenv.StallBlobs(1<<20, release))
-	owner := startPull(t, a.env, d)
+	d, owner, _ := heldOwner(t, a, 2<<20, 34)
 	defer owner.resp.Body.Close()
-	owner.readN(t, 256<<10)
 
 	for _, tc := range []struct {
 		name, auth string
@@ -381,14 +393,8 @@ func TestPeerEndpointNotOnClientAPI(t *testing.T) {
 	t.Parallel()
 	rs := newReplicas(t, 1)
 	a := rs[0]
-	const size = 2 << 20
-	d := a.seedBlob("library/peer:v1", size, 35)
-	release := make(chan struct{})
-	defer close(release)
-	a.up.SetFault(testenv.StallBlobs(1<<20, release))
-	owner := startPull(t, a.env, d)
+	d, owner, _ := heldOwner(t, a, 2<<20, 35)
 	defer owner.resp.Body.Close()
-	owner.readN(t, 256<<10)
 	hdr := http.Header{"Authorization": {"Bearer " + peerSecret}}
 	for _, path := range []string{"/internal/v1/fills/" + d.String(), "/v2/internal/v1/fills/" + d.String()} {
 		resp := a.get(t.Context(), http.MethodGet, path+"?offset=0", hdr)
@@ -577,17 +583,11 @@ func TestPeerOwnerHangs(t *testing.T) {
 	rs := newReplicasWith(t, 2, replicaOptions{stall: 200 * time.Millisecond, wrapInternal: hangAfter(300 << 10)})
 	a, b := rs[0], rs[1]
 	const size = 2 << 20
-	d := a.seedBlob("library/peer:v1", size, 39)
-	release := make(chan struct{})
-	a.up.SetFault(testenv.StallBlobs(1<<20, release))
-	a.up.ResetCounts()
-
-	owner := startPull(t, a.env, d)
-	owner.readN(t, 256<<10)
+	d, owner, release := heldOwner(t, a, size, 39)
 	waiter := startPull(t, b.env, d)
 	waiter.readN(t, 256<<10)
 	waitFor(t, "the waiter to give up on the owner", func() bool { return peerStreams(t, b.env, "owner_gone") > 0 })
-	close(release)
+	release()
 	for i, pl := range []*pull{owner, waiter} {
 		if n, err := pl.rest(256<<10, size); err != nil {
 			t.Fatalf("client %d: %d bytes: %v", i, n, err)
@@ -607,18 +607,14 @@ func TestPeerStrangerRepoNotServed(t *testing.T) {
 	rs := newReplicas(t, 2)
 	a, b := rs[0], rs[1]
 	const size = 2 << 20
-	d := a.seedBlob("library/peer:v1", size, 41)
-	release := make(chan struct{})
-	a.up.SetFault(testenv.StallBlobs(1<<20, release))
-	owner := startPull(t, a.env, d)
-	owner.readN(t, 256<<10)
+	d, owner, release := heldOwner(t, a, size, 41)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	resp := b.get(ctx, http.MethodGet, "/v2/library/stranger/blobs/"+d.String(), nil)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	close(release)
+	release()
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "BLOB_UNKNOWN") {
 		t.Fatalf("stranger repository on the waiting replica: %s, %d bytes %.80q", resp.Status, len(body), body)
 	}
