@@ -18,7 +18,7 @@ func serverPod(t *testing.T, r *rendered) corev1.PodTemplateSpec {
 	if r.count("StatefulSet") == 1 {
 		return decodeAs[*appsv1.StatefulSet](t, r.find(t, "StatefulSet", "")).Spec.Template
 	}
-	return decodeAs[*appsv1.Deployment](t, r.find(t, "Deployment", "")).Spec.Template
+	return decodeAs[*appsv1.Deployment](t, r.find(t, "Deployment", releaseName)).Spec.Template
 }
 
 func container(t *testing.T, pod corev1.PodSpec, name string) corev1.Container {
@@ -60,7 +60,8 @@ func TestConfigLoadsWithTheRealLoader(t *testing.T) {
 			if cfg.Listen != ":5000" || c.Ports[0].ContainerPort != 5000 {
 				t.Errorf("listen %q, containerPort %d: want :5000 and 5000", cfg.Listen, c.Ports[0].ContainerPort)
 			}
-			if cfg.Storage.Driver != "filesystem" || cfg.Storage.Root != "/var/lib/stowage" {
+			s3 := cfg.Storage.Driver == "s3"
+			if !s3 && (cfg.Storage.Driver != "filesystem" || cfg.Storage.Root != "/var/lib/stowage") {
 				t.Errorf("storage %+v: want filesystem at /var/lib/stowage", cfg.Storage)
 			}
 			if !slices.Equal(c.Args[:3], []string{"serve", "--config", "/etc/stowage/config.yaml"}) {
@@ -70,8 +71,11 @@ func TestConfigLoadsWithTheRealLoader(t *testing.T) {
 			for _, m := range c.VolumeMounts {
 				mounts[m.MountPath] = m.Name
 			}
-			if mounts[cfg.Storage.Root] != "data" || mounts["/etc/stowage/config.yaml"] != "config" {
-				t.Errorf("mounts %v: want data at storage.root and the config file", mounts)
+			if mounts["/etc/stowage/config.yaml"] != "config" {
+				t.Errorf("mounts %v: want the config file", mounts)
+			}
+			if !s3 && mounts[cfg.Storage.Root] != "data" {
+				t.Errorf("mounts %v: want data at storage.root", mounts)
 			}
 		})
 	}
@@ -149,7 +153,9 @@ func TestCredentialsAreFiles(t *testing.T) {
 	}
 }
 
-func checkRestricted(t *testing.T, what string, pod *corev1.PodSecurityContext, c corev1.Container, wantNonRoot bool) {
+// checkRestricted checks the restricted profile of a container; uid > 0
+// also wants it to run as that non-root user.
+func checkRestricted(t *testing.T, what string, pod *corev1.PodSecurityContext, c corev1.Container, uid int64) {
 	t.Helper()
 	sc := c.SecurityContext
 	if sc == nil {
@@ -171,7 +177,7 @@ func checkRestricted(t *testing.T, what string, pod *corev1.PodSecurityContext, 
 	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("%s: seccompProfile not RuntimeDefault", what)
 	}
-	if wantNonRoot {
+	if uid > 0 {
 		nonRoot := sc.RunAsNonRoot
 		if nonRoot == nil && pod != nil {
 			nonRoot = pod.RunAsNonRoot
@@ -179,8 +185,8 @@ func checkRestricted(t *testing.T, what string, pod *corev1.PodSecurityContext, 
 		if nonRoot == nil || !*nonRoot {
 			t.Errorf("%s: runAsNonRoot not set", what)
 		}
-		if sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
-			t.Errorf("%s: runAsUser %v: want 65532", what, sc.RunAsUser)
+		if sc.RunAsUser == nil || *sc.RunAsUser != uid {
+			t.Errorf("%s: runAsUser %v: want %d", what, sc.RunAsUser, uid)
 		}
 	}
 }
@@ -193,7 +199,7 @@ func TestSecurityContextAndProbes(t *testing.T) {
 			r := mustRender(t, file, nil)
 			pod := serverPod(t, r)
 			c := container(t, pod.Spec, "stowage")
-			checkRestricted(t, "stowage", pod.Spec.SecurityContext, c, true)
+			checkRestricted(t, "stowage", pod.Spec.SecurityContext, c, 65532)
 			tmp := false
 			for _, m := range c.VolumeMounts {
 				if m.MountPath == "/tmp" {
@@ -217,13 +223,20 @@ func TestSecurityContextAndProbes(t *testing.T) {
 			if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 				t.Error("memory requests/limits not set")
 			}
+			if r.count("Deployment") == 2 {
+				redis := decodeAs[*appsv1.Deployment](t, r.find(t, "Deployment", "-redis")).Spec.Template.Spec
+				checkRestricted(t, "redis", redis.SecurityContext, container(t, redis, "redis"), 999)
+				if rc := container(t, redis, "redis"); rc.Resources.Limits.Memory().IsZero() || rc.ReadinessProbe == nil {
+					t.Error("redis: no memory limit or no readiness probe")
+				}
+			}
 			for _, kind := range []string{"Job", "CronJob"} {
 				if r.count(kind) == 0 {
 					continue
 				}
 				spec := prefetchPod(t, r, kind)
-				checkRestricted(t, kind, spec.SecurityContext, container(t, spec, "prefetch"), true)
-				checkRestricted(t, kind+" init", spec.SecurityContext, spec.InitContainers[0], true)
+				checkRestricted(t, kind, spec.SecurityContext, container(t, spec, "prefetch"), 65532)
+				checkRestricted(t, kind+" init", spec.SecurityContext, spec.InitContainers[0], 65532)
 			}
 		})
 	}

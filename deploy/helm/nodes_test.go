@@ -78,7 +78,7 @@ func TestNodeConfiguratorWritesHostsToml(t *testing.T) {
 	// The pod: hostPath certs.d, node IP from the downward API, locked down.
 	pod := ds.Spec.Template.Spec
 	c := container(t, pod, "configure")
-	checkRestricted(t, "node-configurator", pod.SecurityContext, c, false)
+	checkRestricted(t, "node-configurator", pod.SecurityContext, c, 0)
 	var hostPath string
 	for _, v := range pod.Volumes {
 		if v.HostPath != nil {

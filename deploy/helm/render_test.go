@@ -23,7 +23,9 @@ import (
 
 const (
 	chartDir        = "stowage"
-	allFeaturesFile = "ci/all-features-values.yaml"
+	allFeaturesFile  = "ci/all-features-values.yaml"
+	multiReplicaFile = "ci/multi-replica-values.yaml"
+	s3File           = "ci/s3-values.yaml"
 	releaseName     = "stowage"
 	namespace       = "cache"
 	// kubeVersion is what the rendering assumes; keep it with .ci/helm-check.sh.
@@ -32,8 +34,10 @@ const (
 
 // valueSets are the values every chart-wide test runs against.
 var valueSets = map[string]string{
-	"default":      "",
-	"all-features": allFeaturesFile,
+	"default":       "",
+	"all-features":  allFeaturesFile,
+	"multi-replica": multiReplicaFile,
+	"s3":            s3File,
 }
 
 // rendered is the output of one client-only install.
@@ -83,6 +87,11 @@ func mergeValues(a, b map[string]any) map[string]any {
 // renderChart renders the chart as `helm install --dry-run=client` does:
 // values validated against values.schema.json, hooks included.
 func renderChart(vals map[string]any) (*rendered, error) {
+	return renderChartFor(kubeVersion, vals)
+}
+
+// renderChartFor renders for a cluster of the given Kubernetes version.
+func renderChartFor(kubeVersion string, vals map[string]any) (*rendered, error) {
 	chrt, err := loader.Load(chartDir)
 	if err != nil {
 		return nil, err

@@ -53,7 +53,7 @@ app.kubernetes.io/part-of: stowage
 
 {{/* "statefulset" when every replica gets its own volume, else "deployment". */}}
 {{- define "stowage.workloadKind" -}}
-{{- if and .Values.persistence.enabled .Values.persistence.perReplica }}StatefulSet{{ else }}Deployment{{ end }}
+{{- if and .Values.persistence.enabled .Values.persistence.perReplica (not (include "stowage.s3" .)) }}StatefulSet{{ else }}Deployment{{ end }}
 {{- end }}
 
 {{- define "stowage.secretName" -}}
@@ -89,8 +89,30 @@ storage.root, credential file paths). Rendered as YAML.
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $_ := set $cfg "listen" (printf ":%d" (int .Values.containerPort)) }}
 {{- $storage := deepCopy ($cfg.storage | default dict) }}
+{{- if include "stowage.s3" . }}
+{{- if include "stowage.s3Credentials" . }}
+{{- $s3 := deepCopy ($storage.s3 | default dict) }}
+{{- $_ := set $s3 "accesskey_file" (printf "%s/%s" (include "stowage.s3SecretDir" .) .Values.s3.accessKeyKey) }}
+{{- $_ := set $s3 "secretkey_file" (printf "%s/%s" (include "stowage.s3SecretDir" .) .Values.s3.secretKeyKey) }}
+{{- $_ := set $storage "s3" $s3 }}
+{{- end }}
+{{- else }}
 {{- $_ := set $storage "root" .Values.persistence.mountPath }}
+{{- end }}
 {{- $_ := set $cfg "storage" $storage }}
+{{- if .Values.redis.enabled }}
+{{- $redis := deepCopy ($cfg.redis | default dict) }}
+{{- $_ := set $redis "addr" (include "stowage.redisAddr" .) }}
+{{- if include "stowage.redisAuth" . }}
+{{- $_ := set $redis "password_env" (include "stowage.redisPasswordEnv" .) }}
+{{- end }}
+{{- $_ := set $cfg "redis" $redis }}
+{{- end }}
+{{- with include "stowage.redisNamespace" . }}
+{{- $redis := deepCopy ($cfg.redis | default dict) }}
+{{- $_ := set $redis "namespace" . }}
+{{- $_ := set $cfg "redis" $redis }}
+{{- end }}
 {{- $cap := include "stowage.cacheCap" . }}
 {{- if $cap }}
 {{- $cache := deepCopy ($cfg.cache | default dict) }}
@@ -160,19 +182,17 @@ storage.root, credential file paths). Rendered as YAML.
 {{/* Rules that keep a broken combination from installing. */}}
 {{- define "stowage.validate" -}}
 {{- $p := .Values.persistence }}
-{{- $shared := and $p.enabled (not $p.perReplica) }}
-{{- $rwx := or (has "ReadWriteMany" $p.accessModes) (and $p.existingClaim true) }}
-{{- if and $shared (not $rwx) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
-{{- fail "more than one replica sharing one ReadWriteOnce volume: set persistence.perReplica=true, or accessModes [ReadWriteMany]" }}
+{{- if and (include "stowage.sharedRWO" .) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
+{{- fail "more than one replica sharing one ReadWriteOnce volume: set persistence.perReplica=true, or persistence.accessModes [ReadWriteMany] (also for an existingClaim that is ReadWriteMany), or config.storage.driver=s3" }}
 {{- end }}
 {{- if and $p.perReplica $p.existingClaim }}
 {{- fail "persistence.existingClaim cannot be used with persistence.perReplica=true" }}
 {{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
+{{- if and (include "stowage.pdbEnabled" .) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
-{{- if and .Values.cluster.enabled (not (.Values.config.redis | default dict).addr) }}
-{{- fail "cluster.enabled needs config.redis.addr: replicas find a fill's owner through its Redis lease" }}
+{{- if and .Values.cluster.enabled (not (include "stowage.redisAddr" .)) }}
+{{- fail "cluster.enabled needs Redis (redis.enabled=true or config.redis.addr): replicas find a fill's owner through its Redis lease" }}
 {{- end }}
 {{- if and .Values.cluster.enabled (eq (int .Values.cluster.port) (int .Values.containerPort)) }}
 {{- fail "cluster.port must differ from containerPort: the internal endpoint is never served on the client API" }}
@@ -193,6 +213,7 @@ storage.root, credential file paths). Rendered as YAML.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "stowage.validateReplicas" . }}
 {{- end }}
 
 {{/* storageClassName line: omitted for the default class, "" for "-". */}}
@@ -230,12 +251,15 @@ app.kubernetes.io/component: server
 {{/*
 The cache cap: persistence.cacheShare percent of the volume's size
 (persistence.size, or emptyDirSizeLimit without persistence), in MiB; empty
-when the size is unknown (an existingClaim, no emptyDir limit) or the share 0. Sizes are Kubernetes quantities.
+when the size is unknown (an existingClaim, no emptyDir limit, an S3 bucket)
+or the share 0. Sizes are Kubernetes quantities.
 */}}
 {{- define "stowage.cacheCap" -}}
 {{- $p := .Values.persistence }}
 {{- $size := "" }}
-{{- if not $p.enabled }}
+{{- if include "stowage.s3" . }}
+{{- /* a bucket: no size known */}}
+{{- else if not $p.enabled }}
 {{- $size = $p.emptyDirSizeLimit | default "" | toString }}
 {{- else if not $p.existingClaim }}
 {{- $size = $p.size | default "" | toString }}

@@ -14,6 +14,13 @@ metadata:
     {{- if and (include "stowage.hasSecrets" .) (not .Values.credentials.existingSecret) }}
     checksum/credentials: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
     {{- end }}
+    {{- if include "stowage.redisAuth" . }}
+    # A new Redis password restarts Stowage with it (and the Redis).
+    checksum/redis-password: {{ include "stowage.redisPassword" . | sha256sum }}
+    {{- end }}
+    {{- if and (include "stowage.s3" .) (include "stowage.s3Credentials" .) (not .Values.s3.existingSecret) }}
+    checksum/s3: {{ printf "%s\n%s" .Values.s3.accessKey .Values.s3.secretKey | sha256sum }}
+    {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -29,7 +36,9 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
-  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  # Pre-stop pause + server.shutdown_timeout + 10s, unless set: the kubelet
+  # must not kill downloads that Stowage's own shutdown would let finish.
+  terminationGracePeriodSeconds: {{ include "stowage.terminationGracePeriod" . }}
   containers:
     - name: stowage
       image: {{ include "stowage.image" . }}
@@ -61,9 +70,27 @@ spec:
             fieldRef:
               fieldPath: status.podIP
         {{- end }}
+        {{- if include "stowage.redisAuth" . }}
+        # config.redis.password_env names it.
+        - name: {{ include "stowage.redisPasswordEnv" . }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "stowage.redisSecretName" . }}
+              key: {{ .Values.redis.auth.secretKey }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- $preStop := include "stowage.preStopSeconds" . | int }}
+      {{- if gt $preStop 0 }}
+      # Before SIGTERM: the terminating pod leaves the Service's endpoints
+      # while it still accepts connections, so no client is refused; then
+      # Stowage drains (/readyz 503) and lets responses and fills finish.
+      lifecycle:
+        preStop:
+          sleep:
+            seconds: {{ $preStop }}
+      {{- end }}
       {{- with .Values.startupProbe }}
       startupProbe:
         {{- include "stowage.probe" (list $ .) | nindent 8 }}
@@ -85,8 +112,10 @@ spec:
           mountPath: /etc/stowage/config.yaml
           subPath: config.yaml
           readOnly: true
+        {{- if not (include "stowage.s3" .) }}
         - name: data
           mountPath: {{ .Values.persistence.mountPath }}
+        {{- end }}
         - name: tmp
           mountPath: /tmp
         {{- if include "stowage.hasSecrets" . }}
@@ -97,6 +126,11 @@ spec:
         {{- if .Values.cluster.enabled }}
         - name: cluster-secret
           mountPath: {{ include "stowage.clusterSecretDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if and (include "stowage.s3" .) (include "stowage.s3Credentials" .) }}
+        - name: s3-credentials
+          mountPath: {{ include "stowage.s3SecretDir" . }}
           readOnly: true
         {{- end }}
         {{- if .Values.tls.enabled }}
@@ -116,6 +150,19 @@ spec:
     - name: config
       configMap:
         name: {{ include "stowage.fullname" . }}
+    {{- if include "stowage.s3" . }}
+    # TMPDIR holds the staging of running fills: with S3 a blob is
+    # downloaded and verified here, then uploaded on commit.
+    - name: tmp
+      {{- if .Values.s3.staging.volume }}
+      {{- toYaml .Values.s3.staging.volume | nindent 6 }}
+      {{- else if .Values.s3.staging.sizeLimit }}
+      emptyDir:
+        sizeLimit: {{ .Values.s3.staging.sizeLimit }}
+      {{- else }}
+      emptyDir: {}
+      {{- end }}
+    {{- else }}
     - name: tmp
       {{- if .Values.tmpSizeLimit }}
       emptyDir:
@@ -123,7 +170,10 @@ spec:
       {{- else }}
       emptyDir: {}
       {{- end }}
-    {{- if not .Values.persistence.enabled }}
+    {{- end }}
+    {{- if include "stowage.s3" . }}
+    {{- /* the cache is the bucket: no data volume */}}
+    {{- else if not .Values.persistence.enabled }}
     - name: data
       {{- if .Values.persistence.emptyDirSizeLimit }}
       emptyDir:
@@ -149,6 +199,17 @@ spec:
         items:
           - key: {{ .Values.cluster.secretKey }}
             path: {{ .Values.cluster.secretKey }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if and (include "stowage.s3" .) (include "stowage.s3Credentials" .) }}
+    - name: s3-credentials
+      secret:
+        secretName: {{ include "stowage.s3SecretName" . }}
+        items:
+          - key: {{ .Values.s3.accessKeyKey }}
+            path: {{ .Values.s3.accessKeyKey }}
+          - key: {{ .Values.s3.secretKeyKey }}
+            path: {{ .Values.s3.secretKeyKey }}
         defaultMode: 0440
     {{- end }}
     {{- if .Values.tls.enabled }}
@@ -178,9 +239,9 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.affinity }}
+  {{- with include "stowage.affinity" . }}
   affinity:
-    {{- toYaml . | nindent 4 }}
+    {{- . | nindent 4 }}
   {{- end }}
   {{- with .Values.tolerations }}
   tolerations:
