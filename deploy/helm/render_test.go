@@ -22,12 +22,12 @@ import (
 )
 
 const (
-	chartDir        = "stowage"
+	chartDir         = "stowage"
 	allFeaturesFile  = "ci/all-features-values.yaml"
 	multiReplicaFile = "ci/multi-replica-values.yaml"
 	s3File           = "ci/s3-values.yaml"
-	releaseName     = "stowage"
-	namespace       = "cache"
+	releaseName      = "stowage"
+	namespace        = "cache"
 	// kubeVersion is what the rendering assumes; keep it with .ci/helm-check.sh.
 	kubeVersion = "v1.36.0"
 )
