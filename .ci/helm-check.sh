@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Helm chart in deploy/helm/stowage:
 #   1. builds helm from source with the Go toolchain (once; cached),
-#   2. helm lint + helm template with the default and the all-features values,
+#   2. helm lint + helm template with the default values and each value set of
+#      deploy/helm/ci/ (all-features, multi-replica, s3),
 #   3. go test in deploy/helm (a separate Go module): renders the chart with the
 #      Helm SDK, decodes every object strictly into its Kubernetes API type and
 #      loads the rendered Stowage config with the real config package.
@@ -20,7 +21,7 @@ KUBE_VERSION="${HELM_K8S_MAJOR}.${HELM_K8S_MINOR}.0"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$root/deploy/helm/stowage"
-all_features="$root/deploy/helm/ci/all-features-values.yaml"
+value_sets=("$root"/deploy/helm/ci/*-values.yaml)
 tools="${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage-tools}"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -49,15 +50,19 @@ fi
 # 2. lint and template, default values and everything switched on.
 step "helm lint"
 "$HELM" lint --strict --kube-version "$KUBE_VERSION" "$chart"
-"$HELM" lint --strict --kube-version "$KUBE_VERSION" -f "$all_features" "$chart"
+for f in "${value_sets[@]}"; do
+  "$HELM" lint --strict --kube-version "$KUBE_VERSION" -f "$f" "$chart"
+done
 
 step "helm template"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$HELM" template stowage "$chart" --namespace stowage --kube-version "$KUBE_VERSION" \
   > "$out/default.yaml"
-"$HELM" template stowage "$chart" --namespace stowage --kube-version "$KUBE_VERSION" \
-  --api-versions monitoring.coreos.com/v1 -f "$all_features" > "$out/all-features.yaml"
+for f in "${value_sets[@]}"; do
+  "$HELM" template stowage "$chart" --namespace stowage --kube-version "$KUBE_VERSION" \
+    --api-versions monitoring.coreos.com/v1 -f "$f" > "$out/$(basename "$f" -values.yaml).yaml"
+done
 for f in "$out"/*.yaml; do
   printf '%s: %s objects\n' "$(basename "$f")" "$(grep -c '^kind:' "$f")"
 done
@@ -67,6 +72,13 @@ if "$HELM" template stowage "$chart" --set persistance.enabled=false >/dev/null 
   echo "values.schema.json accepted an unknown top-level key" >&2
   exit 1
 fi
+# So must an unsafe combination: replicas sharing a volume without Redis.
+if msg=$("$HELM" template stowage "$chart" --set replicaCount=2 \
+  --set 'persistence.accessModes={ReadWriteMany}' 2>&1 >/dev/null); then
+  echo "the chart rendered replicas on shared storage without Redis" >&2
+  exit 1
+fi
+grep -q "needs Redis" <<<"$msg" || { echo "unclear refusal: $msg" >&2; exit 1; }
 
 # 3. strict decoding and assertions in Go (separate module: the Kubernetes
 # and Helm libraries stay out of the main module).
