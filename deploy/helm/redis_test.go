@@ -163,6 +163,13 @@ func TestChartRedisOptions(t *testing.T) {
 	if s, k := envFromSecret(container(t, serverPod(t, r).Spec, "stowage"), cfg.Redis.PasswordEnv); s != "corp-redis" || k != "pw" {
 		t.Errorf("stowage's redis password from %s/%s", s, k)
 	}
+	// A render cannot read the existing Secret: the checksum must not
+	// change from one render to the next (an upgrade would restart every
+	// pod for nothing).
+	again := mustRender(t, "", on(map[string]any{"redis": map[string]any{"auth": map[string]any{"existingSecret": "corp-redis", "secretKey": "pw"}}}))
+	if a, b := serverPod(t, r).Annotations["checksum/redis-password"], serverPod(t, again).Annotations["checksum/redis-password"]; a != b {
+		t.Errorf("existingSecret: checksum/redis-password changes between renders: %s, %s", a, b)
+	}
 
 	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	r = mustRender(t, "", on(map[string]any{"redis": map[string]any{

@@ -64,10 +64,12 @@ PersistentVolumeClaim mounted by every pod (not perReplica, not emptyDir).
 {{- end }}
 
 {{/*
-The chart Redis' password: redis.auth.password, else the value kept in the
-Secret of an earlier install (every replica and Redis must agree across
-upgrades), else a new random one. Computed once per render and remembered,
-so that the Secret and the pods' checksum annotations see the same value.
+The chart Redis' password: redis.auth.password, else the value in the
+Secret as the cluster has it (kept from an earlier install, so every
+replica and the Redis agree across upgrades; or the existingSecret's),
+else a new random one for the chart's own Secret ("" for an existingSecret
+the render cannot see). Computed once per render and remembered, so that
+the Secret and the pods' checksum annotations see the same value.
 */}}
 {{- define "stowage.redisPassword" -}}
 {{- $memo := .Values.redis.auth }}
@@ -77,7 +79,7 @@ so that the Secret and the pods' checksum annotations see the same value.
 {{- $old := lookup "v1" "Secret" .Release.Namespace (include "stowage.redisSecretName" .) }}
 {{- if and $old $old.data (hasKey $old.data $memo.secretKey) }}
 {{- $v = index $old.data $memo.secretKey | b64dec }}
-{{- else }}
+{{- else if not $memo.existingSecret }}
 {{- $v = randAlphaNum 40 }}
 {{- end }}
 {{- end }}
