@@ -115,3 +115,44 @@ func TestClusterValues(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterOnWithSharedReplicas: peer streaming is on by default when
+// several pods share one cache through Redis (else their clients would
+// wait for each other's commits), off for one pod or per-replica caches,
+// and cluster.enabled=false turns it off.
+func TestClusterOnWithSharedReplicas(t *testing.T) {
+	t.Parallel()
+	shared := map[string]any{"replicaCount": 3, "persistence": map[string]any{"accessModes": []any{"ReadWriteMany"}}, "redis": map[string]any{"enabled": true}}
+	for name, c := range map[string]struct {
+		vals map[string]any
+		on   bool
+	}{
+		"three on RWX with Redis": {shared, true},
+		"three on S3 with Redis":  {mergeValues(shared, map[string]any{"config": onS3}), true},
+		"turned off":              {mergeValues(shared, map[string]any{"cluster": map[string]any{"enabled": false}}), false},
+		"one with Redis":          {map[string]any{"redis": map[string]any{"enabled": true}}, false},
+		"three with own volumes":  {map[string]any{"replicaCount": 3, "persistence": map[string]any{"perReplica": true}}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := mustRender(t, "", c.vals)
+			cfg := renderedConfig(t, r)
+			if on := cfg.Cluster.Listen != ""; on != c.on {
+				t.Fatalf("cluster.listen %q: want peer streaming %v", cfg.Cluster.Listen, c.on)
+			}
+			ports := container(t, serverPod(t, r).Spec, "stowage").Ports
+			if peer := len(ports) == 2 && ports[1].Name == "peer"; peer != c.on {
+				t.Errorf("container ports %+v: want the peer port %v", ports, c.on)
+			}
+			secrets := 0
+			for _, d := range r.docs {
+				if d.kind == "Secret" && strings.HasSuffix(d.name, "-cluster") {
+					secrets++
+				}
+			}
+			if (secrets == 1) != c.on {
+				t.Errorf("%d cluster Secrets", secrets)
+			}
+		})
+	}
+}

@@ -149,7 +149,7 @@ storage.root, credential file paths). Rendered as YAML.
 {{- $_ := set $auth "htpasswd" (printf "%s/%s" (include "stowage.htpasswdDir" .) .Values.clientAuth.secretKey) }}
 {{- $_ := set $cfg "auth" $auth }}
 {{- end }}
-{{- if .Values.cluster.enabled }}
+{{- if include "stowage.clusterEnabled" . }}
 {{- $cl := deepCopy ($cfg.cluster | default dict) }}
 {{- $_ := set $cl "listen" (printf ":%d" (int .Values.cluster.port)) }}
 {{- $_ := set $cl "advertise" (printf "http://${POD_IP}:%d" (int .Values.cluster.port)) }}
@@ -191,10 +191,10 @@ storage.root, credential file paths). Rendered as YAML.
 {{- if and (include "stowage.pdbEnabled" .) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
-{{- if and .Values.cluster.enabled (not (include "stowage.redisAddr" .)) }}
+{{- if and (include "stowage.clusterEnabled" .) (not (include "stowage.redisAddr" .)) }}
 {{- fail "cluster.enabled needs Redis (redis.enabled=true or config.redis.addr): replicas find a fill's owner through its Redis lease" }}
 {{- end }}
-{{- if and .Values.cluster.enabled (eq (int .Values.cluster.port) (int .Values.containerPort)) }}
+{{- if and (include "stowage.clusterEnabled" .) (eq (int .Values.cluster.port) (int .Values.containerPort)) }}
 {{- fail "cluster.port must differ from containerPort: the internal endpoint is never served on the client API" }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}

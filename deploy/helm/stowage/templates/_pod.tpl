@@ -54,7 +54,7 @@ spec:
         - name: http
           containerPort: {{ .Values.containerPort }}
           protocol: TCP
-        {{- if .Values.cluster.enabled }}
+        {{- if include "stowage.clusterEnabled" . }}
         - name: peer
           containerPort: {{ .Values.cluster.port }}
           protocol: TCP
@@ -63,7 +63,7 @@ spec:
         # The root filesystem is read-only: temporary files go to an emptyDir.
         - name: TMPDIR
           value: /tmp
-        {{- if .Values.cluster.enabled }}
+        {{- if include "stowage.clusterEnabled" . }}
         # cluster.advertise is http://${POD_IP}:<port>.
         - name: POD_IP
           valueFrom:
@@ -123,7 +123,7 @@ spec:
           mountPath: {{ include "stowage.secretsDir" . }}
           readOnly: true
         {{- end }}
-        {{- if .Values.cluster.enabled }}
+        {{- if include "stowage.clusterEnabled" . }}
         - name: cluster-secret
           mountPath: {{ include "stowage.clusterSecretDir" . }}
           readOnly: true
@@ -192,7 +192,7 @@ spec:
         secretName: {{ include "stowage.secretName" . }}
         defaultMode: 0440
     {{- end }}
-    {{- if .Values.cluster.enabled }}
+    {{- if include "stowage.clusterEnabled" . }}
     - name: cluster-secret
       secret:
         secretName: {{ include "stowage.clusterSecretName" . }}

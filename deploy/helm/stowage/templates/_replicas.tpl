@@ -253,3 +253,15 @@ bucket needs nothing: the default hashes the bucket, endpoint and prefix.
 {{- $ns }}
 {{- end }}
 {{- end }}
+
+{{/*
+Peer streaming: cluster.enabled as set, or (null) on when several pods
+share one cache through Redis, so that a client on any replica gets a
+running download's bytes as the owning replica receives them.
+*/}}
+{{- define "stowage.clusterEnabled" -}}
+{{- $e := .Values.cluster.enabled }}
+{{- if kindIs "invalid" $e }}
+{{- if and (include "stowage.multiReplica" .) (include "stowage.sharedStorage" .) (include "stowage.redisAddr" .) }}true{{ end }}
+{{- else if $e }}true{{ end }}
+{{- end }}
