@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -226,5 +227,41 @@ func TestRedisNamespacePerCache(t *testing.T) {
 	cfg := renderedConfig(t, mustRender(t, s3File, nil))
 	if cfg.Redis.Namespace != "" {
 		t.Errorf("s3: namespace %q set by the chart", cfg.Redis.Namespace)
+	}
+}
+
+// TestChartRedisScheduling: the Redis pod takes its own scheduling values,
+// extra arguments and annotations; the NOTES say how the replicas share.
+func TestChartRedisScheduling(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, multiReplicaFile, map[string]any{"redis": map[string]any{
+		"nodeSelector":      map[string]any{"pool": "system"},
+		"tolerations":       []any{map[string]any{"key": "system", "operator": "Exists"}},
+		"priorityClassName": "system-cluster-critical",
+		"podAnnotations":    map[string]any{"example.com/team": "platform"},
+		"extraArgs":         []any{"--loglevel", "warning"},
+	}})
+	dep, rc := redisPod(t, r)
+	spec := dep.Spec.Template.Spec
+	if spec.NodeSelector["pool"] != "system" || len(spec.Tolerations) != 1 || spec.PriorityClassName != "system-cluster-critical" {
+		t.Errorf("redis scheduling: nodeSelector %v, tolerations %v, priority %q", spec.NodeSelector, spec.Tolerations, spec.PriorityClassName)
+	}
+	if dep.Spec.Template.Annotations["example.com/team"] != "platform" || dep.Spec.Template.Annotations["checksum/redis-password"] == "" {
+		t.Errorf("redis annotations %v", dep.Spec.Template.Annotations)
+	}
+	if n := len(rc.Args); n < 2 || rc.Args[n-2] != "--loglevel" || rc.Args[n-1] != "warning" {
+		t.Errorf("redis args %q: want the extra arguments last", rc.Args)
+	}
+	if sp := serverPod(t, r).Spec; sp.NodeSelector["pool"] == "system" || sp.PriorityClassName != "" {
+		t.Error("the Redis' scheduling values reached the Stowage pods")
+	}
+	for _, want := range []string{"Replicas: 3, one cache, coordinated through Redis at stowage-redis:6379 (in this release), streaming running downloads"} {
+		if !strings.Contains(r.notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, r.notes)
+		}
+	}
+	r = mustRender(t, s3File, nil)
+	if want := "Storage: the S3 bucket stowage at http://minio.minio.svc:9000"; !strings.Contains(r.notes, want) {
+		t.Errorf("NOTES lack %q:\n%s", want, r.notes)
 	}
 }

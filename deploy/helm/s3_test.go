@@ -164,3 +164,18 @@ func TestS3CredentialVariants(t *testing.T) {
 	dep := decodeAs[*appsv1.Deployment](t, r.find(t, "Deployment", releaseName))
 	checkRollingSurge(t, "s3", dep)
 }
+
+// TestS3EndpointPortAlreadyAllowed: an endpoint on a port egressPorts has
+// (or without one) gets no extra rule.
+func TestS3EndpointPortAlreadyAllowed(t *testing.T) {
+	t.Parallel()
+	for _, ep := range []string{"https://s3.corp.example:443", "https://s3.corp.example"} {
+		r := mustRender(t, s3File, map[string]any{"config": map[string]any{"storage": map[string]any{"s3": map[string]any{"regionendpoint": ep}}}})
+		np := decodeAs[*networkingv1.NetworkPolicy](t, r.find(t, "NetworkPolicy", releaseName))
+		for _, e := range np.Spec.Egress {
+			if len(e.To) == 0 && len(e.Ports) == 1 && e.Ports[0].Port.IntValue() == 443 {
+				t.Errorf("%s: a second rule for port 443", ep)
+			}
+		}
+	}
+}
