@@ -53,12 +53,13 @@ func adminToken(a config.Admin) (string, error) {
 // prefetchService is what serve runs besides the proxy: the job runner
 // behind the admin API and the schedule.
 type prefetchService struct {
-	jobs *prefetch.Jobs
-	cron *cron.Cron
-	dash *dashboard.Dashboard
-	log  *slog.Logger
-	mu   sync.Mutex
-	last string // id of the last scheduled job
+	jobs   *prefetch.Jobs
+	cron   *cron.Cron
+	dash   *dashboard.Dashboard
+	log    *slog.Logger
+	mu     sync.Mutex
+	last   string      // id of the last scheduled job
+	shared *sharedJobs // the cluster's job list (redis.addr); nil without Redis
 }
 
 // newPrefetchService builds the engine and job runner, the handler that
@@ -126,11 +127,25 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 			return nil, nil, fmt.Errorf("prefetch.schedule %q: %w", cfg.Prefetch.Schedule, err)
 		}
 	}
+	if cfg.Redis.Addr != "" {
+		// Jobs are the cluster's: recorded in Redis, visible, followed
+		// and cancelled from every replica, run by whichever claims them
+		// (from start on).
+		if s.shared, err = newSharedJobs(cfg, log); err != nil {
+			if s.dash != nil {
+				s.dash.Close()
+			}
+			return nil, nil, err
+		}
+	}
 	return s, mux, nil
 }
 
-// start runs the schedule.
+// start runs the claim loop of the cluster's shared jobs and the schedule.
 func (s *prefetchService) start() {
+	if s.shared != nil {
+		s.jobs.Share(s.shared.jobs)
+	}
 	if s.cron != nil {
 		s.cron.Start()
 		s.log.Info("prefetch schedule started", "entries", len(s.cron.Entries()))
@@ -142,7 +157,10 @@ func (s *prefetchService) close() {
 	if s.cron != nil {
 		<-s.cron.Stop().Done()
 	}
-	s.jobs.Close()
+	s.jobs.Close() // shared jobs running here are handed back first
+	if s.shared != nil {
+		s.shared.close()
+	}
 	if s.dash != nil {
 		s.dash.Close()
 	}
@@ -159,6 +177,10 @@ func (s *prefetchService) scheduled(cfg *config.Config) {
 			s.log.Warn("scheduled prefetch skipped: the previous one is still running", "job", s.last)
 			return
 		}
+	}
+	if s.shared != nil && !s.shared.firstForTick(time.Now()) {
+		s.log.Info("scheduled prefetch: another replica submitted this tick's job")
+		return
 	}
 	lists, images, err := loadLists(cfg, nil)
 	if err == nil {

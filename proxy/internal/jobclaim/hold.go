@@ -82,6 +82,10 @@ func (h *Hold) beat(every time.Duration) {
 	}
 }
 
+// Cancel ends the job's context with ErrCancelled now (an operator
+// cancelled it on this replica), without waiting for the next heartbeat.
+func (h *Hold) Cancel() { h.cancel(ErrCancelled) }
+
 // Stop ends the heartbeat (the job has ended and the runner records its
 // outcome, or is about to release the lease) and waits for it. The lease
 // stays held until it expires or the runner ends the job.
