@@ -9,7 +9,7 @@ import (
 // not answer), after which the jobs fall back to this replica's.
 type unavailableError struct{ err error }
 
-func (e unavailableError) Error() string { return ErrSharedUnavailable.Error() + ": " + e.err.Error() }
+func (e unavailableError) Error() string   { return ErrSharedUnavailable.Error() + ": " + e.err.Error() }
 func (e unavailableError) Unwrap() []error { return []error{ErrSharedUnavailable, e.err} }
 
 func isUnavailable(err error) bool { return errors.Is(err, ErrSharedUnavailable) }
