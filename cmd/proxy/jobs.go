@@ -31,10 +31,22 @@ type sharedJobs struct {
 
 func newSharedJobs(cfg *config.Config, log *slog.Logger) (*sharedJobs, error) {
 	rc := cluster.NewRedisClient(cfg.Redis.Addr, os.Getenv(cfg.Redis.PasswordEnv), cfg.Redis.DB, cfg.Redis.Timeout)
-	leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), 30*time.Second,
-		cluster.WithTimeout(cfg.Redis.Timeout), cluster.WithLogger(log.With("component", "prefetch-jobs")))
+	// Its breaker logs nothing itself: the jobs log each episode of an
+	// unreachable list once, in their own words.
+	leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), 30*time.Second, cluster.WithTimeout(cfg.Redis.Timeout))
 	if err != nil {
 		return nil, errors.Join(err, rc.Close())
+	}
+	if cfg.Cluster.Listen != "" {
+		// Jobs name their runner with its internal URL too (as fill
+		// leases do), so an operator sees which pod runs a job.
+		u, err := advertiseURL(cfg.Cluster)
+		if err == nil {
+			err = leases.Advertise(u)
+		}
+		if err != nil {
+			log.Warn("prefetch jobs: runners are named by their id only", "err", err)
+		}
 	}
 	jobs, err := cluster.NewRedisJobs(leases, sharedJobLease)
 	if err != nil {

@@ -48,8 +48,9 @@ func NewRedisJobs(l *RedisLeases, ttl time.Duration) (*RedisJobs, error) {
 	return &RedisJobs{l: l, ttl: ttl}, nil
 }
 
-// Owner is this replica's id in job leases.
-func (j *RedisJobs) Owner() string { return j.l.ID() }
+// Owner is this replica as job leases name it: its lease id, and its
+// internal URL when it advertises one (RedisLeases.Advertise).
+func (j *RedisJobs) Owner() string { return j.l.owner }
 
 func (j *RedisJobs) index() string            { return j.l.prefix + "jobs:index" }
 func (j *RedisJobs) pending() string          { return j.l.prefix + "jobs:pending" }

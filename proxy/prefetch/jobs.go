@@ -62,8 +62,9 @@ type Job struct {
 	Missing []Missing `json:"missing,omitempty"`
 	// Report is set once the job has ended (omitted in job lists).
 	Report *Report `json:"report,omitempty"`
-	// Runner is the replica (its lease id) that runs or last ran a job of
-	// the cluster's shared list; Runs counts how often the job was
+	// Runner is the replica that runs or last ran a job of the cluster's
+	// shared list: its lease id, and its internal URL when it advertises
+	// one (cluster.advertise); Runs counts how often the job was
 	// started: more than 1 when another replica resumed it after its
 	// runner stopped.
 	Runner string `json:"runner,omitempty"`
@@ -142,11 +143,14 @@ func (js *Jobs) cancelLocal(id string) (snap Job, found, ended bool) {
 	if !ok {
 		return Job{}, false, false
 	}
+	if j.State.Done() {
+		return j.snapshotLocked(false), true, true
+	}
 	if j.hold != nil {
 		j.hold.Cancel() // a shared job running here: at once, not at the next heartbeat
 		return j.snapshotLocked(false), true, false
 	}
-	if j.State.Done() || j.cancel == nil {
+	if j.cancel == nil {
 		return j.snapshotLocked(false), true, true
 	}
 	j.cancel(errJobCancelled)
