@@ -246,10 +246,23 @@ func (c *adminClient) do(ctx context.Context, method, path, ctype string, body [
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		_ = json.Unmarshal(data, &e)
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+		return apiError{code: resp.StatusCode, msg: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, e.Error)}
 	}
 	return json.Unmarshal(data, out)
 }
+
+// apiError is an admin API answer that is not a success.
+type apiError struct {
+	code int
+	msg  string
+}
+
+func (e apiError) Error() string { return e.msg }
+
+// followUnavailable bounds the polls in a row a follow goes on through
+// 503s (the server cannot reach the cluster's shared job list for a
+// while: Redis restarting) before it gives up.
+const followUnavailable = 60
 
 // prefetchRemote posts each list as a job to a running server and
 // follows the jobs to their end, printing progress lines to stderr and
@@ -311,11 +324,25 @@ func (c *adminClient) follow(ctx context.Context, id string, every time.Duration
 		poll = time.Second
 	}
 	last := time.Now()
+	unavailable := 0
 	for {
 		var job prefetch.Job
-		if err := c.do(ctx, http.MethodGet, "/api/v1/prefetch/"+url.PathEscape(id), "", nil, &job); err != nil {
+		err := c.do(ctx, http.MethodGet, "/api/v1/prefetch/"+url.PathEscape(id), "", nil, &job)
+		var ae apiError
+		if errors.As(err, &ae) && ae.code == http.StatusServiceUnavailable && unavailable < followUnavailable {
+			if unavailable == 0 {
+				_, _ = fmt.Fprintf(stderr, "prefetch: job %s: %v; still following\n", id, err)
+			}
+			unavailable++
+			if err := sleepCtx(ctx, poll); err != nil {
+				return job, err
+			}
+			continue
+		}
+		if err != nil {
 			return job, err
 		}
+		unavailable = 0
 		if job.State.Done() {
 			return job, nil
 		}
@@ -325,10 +352,18 @@ func (c *adminClient) follow(ctx context.Context, id string, every time.Duration
 				prefetch.HumanBytes(p.BytesDone), prefetch.HumanBytes(p.BytesPlanned))
 			last = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return job, ctx.Err()
-		case <-time.After(poll):
+		if err := sleepCtx(ctx, poll); err != nil {
+			return job, err
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }

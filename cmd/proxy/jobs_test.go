@@ -337,3 +337,45 @@ log:
 		t.Fatalf("list after the restart: %+v", list)
 	}
 }
+
+// TestFollowThroughUnavailable: "prefetch --server" follows a job through
+// a server that cannot reach the shared job list for a while (503, a
+// scripted fault: Redis restarting), and gives up on other errors.
+func TestFollowThroughUnavailable(t *testing.T) {
+	var mu sync.Mutex
+	gets := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		gets++
+		n := gets
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/gone"):
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"error":"no such job"}`)
+		case n <= 3:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"prefetch: the cluster's shared job list (Redis) cannot be reached"}`)
+		default:
+			_, _ = io.WriteString(w, `{"id":"j1","state":"succeeded","complete":true}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("STOWAGE_ADMIN_TOKEN", "t")
+	c, err := newAdminClient(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	job, err := c.follow(t.Context(), "j1", 10*time.Millisecond, &stderr)
+	if err != nil || job.State != prefetch.JobSucceeded || !job.Complete {
+		t.Fatalf("follow: %+v %v", job, err)
+	}
+	if n := strings.Count(stderr.String(), "still following"); n != 1 {
+		t.Fatalf("stderr: %q", stderr.String())
+	}
+	if _, err := c.follow(t.Context(), "gone", 10*time.Millisecond, io.Discard); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("follow of an unknown job: %v", err)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/stowage/stowage/proxy/cluster"
 	"github.com/stowage/stowage/proxy/internal/testenv"
 	"github.com/stowage/stowage/proxy/prefetch"
@@ -29,14 +31,23 @@ type replica struct {
 
 func newReplica(t *testing.T, up *testenv.Registry, root, prefix string, parallel, maxPending int) *replica {
 	t.Helper()
+	rc, _ := testenv.Redis(t)
+	return newReplicaWith(t, up, root, rc, prefix, parallel, maxPending)
+}
+
+// newReplicaWith is newReplica on the Redis of rc, with options for its
+// leases (the timeout).
+func newReplicaWith(t *testing.T, up *testenv.Registry, root string, rc redis.UniversalClient, prefix string, parallel, maxPending int,
+	opts ...cluster.Option,
+) *replica {
+	t.Helper()
 	e := newEnv(t, up, root)
 	js, err := prefetch.NewJobs(e.engine(), parallel, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	js.SetMaxPending(maxPending)
-	rc, _ := testenv.Redis(t)
-	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second)
+	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,5 +274,83 @@ func TestSharedJobsRedisUnreachable(t *testing.T) {
 	if code := acall(t, http.MethodGet, r.url+"/api/v1/prefetch/0123456789abcdef", "", &e503); code != http.StatusServiceUnavailable ||
 		!bytes.Contains([]byte(e503.Error), []byte("cannot be reached")) {
 		t.Fatalf("GET of a job unknown here: %d %q", code, e503.Error)
+	}
+}
+
+// TestSharedJobsRedisStops: a real redis-server is stopped (SIGSTOP: it
+// hangs) while a job runs on A, for longer than the job's lease. Nothing
+// the admin API is asked fails: the list answers this replica's jobs with
+// a warning, a new job runs on the replica that received it, the running
+// job goes on. When Redis answers again the job's heartbeat takes its
+// lease back (nobody could take it meanwhile) and its end is recorded
+// once, seen from B, run once.
+func TestSharedJobsRedisStops(t *testing.T) {
+	srv := testenv.StartRedisServer(t)
+	up := testenv.Start(t, testenv.Options{})
+	refs, _ := sharedImagesSized(t, up, 3, 256<<10, 128<<10)
+	cnt := &blobCounter{gets: map[string]int{}, slow: testenv.SlowBlobs(8<<10, 100*time.Millisecond)}
+	up.SetFault(cnt.fault)
+	root := t.TempDir()
+	const timeout = 200 * time.Millisecond
+	client := func() *redis.Client {
+		rc := cluster.NewRedisClient(srv.Addr, "", 0, timeout)
+		t.Cleanup(func() { _ = rc.Close() })
+		return rc
+	}
+	a := newReplicaWith(t, up, root, client(), "p:", 1, 4, cluster.WithTimeout(timeout), cluster.WithBackoff(time.Second))
+	b := newReplicaWith(t, up, root, client(), "p:", 1, 4, cluster.WithTimeout(timeout), cluster.WithBackoff(time.Second))
+
+	var j prefetch.Job
+	if code := acall(t, http.MethodPost, a.url+"/api/v1/prefetch?name=first", strings.Join(refs[:2], "\n"), &j); code != http.StatusAccepted {
+		t.Fatalf("POST on A: %d", code)
+	}
+	running := waitShared(t, b, j.ID, "ran", func(j prefetch.Job) bool {
+		return j.State == prefetch.JobRunning && j.Progress.BytesDone > 0
+	})
+
+	srv.Stop()
+	stopped := time.Now()
+	var list struct {
+		Jobs    []prefetch.Job `json:"jobs"`
+		Warning string         `json:"warning"`
+	}
+	start := time.Now()
+	if code := acall(t, http.MethodGet, b.url+"/api/v1/prefetch", "", &list); code != http.StatusOK || list.Warning == "" {
+		t.Fatalf("list on B with Redis stopped: %d %+v", code, list)
+	}
+	t.Logf("list on B with Redis stopped: %s, warning %q", time.Since(start).Round(time.Millisecond), list.Warning)
+	var local prefetch.Job
+	start = time.Now()
+	if code := acall(t, http.MethodPost, b.url+"/api/v1/prefetch?name=local", refs[2], &local); code != http.StatusAccepted {
+		t.Fatalf("POST on B with Redis stopped: %d", code)
+	}
+	t.Logf("POST on B with Redis stopped: %s", time.Since(start).Round(time.Millisecond))
+	done := waitShared(t, b, local.ID, "ended on B", func(j prefetch.Job) bool { return j.State.Done() })
+	if done.State != prefetch.JobSucceeded || !done.Complete {
+		t.Fatalf("B's local job: %s complete=%v %q", done.State, done.Complete, done.Error)
+	}
+	// A's job, asked on A, is answered from A while Redis hangs.
+	if code := acall(t, http.MethodGet, a.url+"/api/v1/prefetch/"+j.ID, "", nil); code != http.StatusOK {
+		t.Fatalf("GET on A of the job it runs, Redis stopped: %d", code)
+	}
+	// Longer than the job's lease (3 s in these replicas).
+	time.Sleep(time.Until(stopped.Add(4 * time.Second)))
+	srv.Cont()
+
+	end := waitShared(t, b, j.ID, "ended", func(j prefetch.Job) bool { return j.State.Done() })
+	if end.State != prefetch.JobSucceeded || !end.Complete || end.Runs != 1 || end.Runner != running.Runner {
+		t.Fatalf("after Redis came back: %s complete=%v runs=%d runner=%q (was %q) %q",
+			end.State, end.Complete, end.Runs, end.Runner, running.Runner, end.Error)
+	}
+	// The breaker lets one call probe at a time: the warning goes within
+	// a few of its windows.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		list.Jobs, list.Warning = nil, ""
+		if acall(t, http.MethodGet, b.url+"/api/v1/prefetch", "", &list); list.Warning == "" {
+			break
+		}
+	}
+	if list.Warning != "" || len(list.Jobs) != 2 {
+		t.Fatalf("list on B after Redis came back: %+v (want the shared job and B's local one)", list)
 	}
 }
