@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"strconv"
 	"time"
@@ -105,7 +104,8 @@ func (j *RedisJobs) Get(ctx context.Context, id string) (job []byte, found bool,
 	return job, found, err
 }
 
-// Request returns the request of a job that has not ended.
+// Request returns the request of a job that has not ended; nil when the
+// job has none (it ended, or its record is gone).
 func (j *RedisJobs) Request(ctx context.Context, id string) (req []byte, err error) {
 	err = j.do(ctx, func(ctx context.Context) error {
 		b, err := j.l.c.HGet(ctx, j.job(id), "req").Bytes()
@@ -115,9 +115,6 @@ func (j *RedisJobs) Request(ctx context.Context, id string) (req []byte, err err
 		req = b
 		return err
 	})
-	if err == nil && req == nil {
-		err = fmt.Errorf("cluster: job %s has no request (it ended, or was forgotten)", id)
-	}
 	return req, err
 }
 

@@ -21,6 +21,8 @@ type SharedList interface {
 	// Add records a new queued job unless maxPending jobs have not ended.
 	Add(ctx context.Context, id string, created time.Time, job, req []byte, maxPending int) (bool, error)
 	Get(ctx context.Context, id string) ([]byte, bool, error)
+	// Request is the request of a job that has not ended; nil when it
+	// has none.
 	Request(ctx context.Context, id string) ([]byte, error)
 	// List returns the newest n records, newest first.
 	List(ctx context.Context, n int) ([][]byte, error)
@@ -142,6 +144,21 @@ func (r claimRunner) Start(id string, h *jobclaim.Hold) bool {
 		return false
 	}
 	j, req, err := js.loadClaimed(id, h)
+	var bad badRecordError
+	if errors.As(err, &bad) {
+		// It can never run: end it as failed rather than claim it again
+		// and again.
+		<-js.slots
+		h.Stop()
+		h.Cancel() // frees its context; nothing runs under it
+		js.log.Error("prefetch job cannot be run; ended as failed", "job", id, "err", err)
+		ctx, cancel := sharedCtx()
+		defer cancel()
+		if ferr := (claimStore{js}).endAs(ctx, id, JobFailed, err.Error()); ferr != nil {
+			js.log.Warn("ending a prefetch job that cannot be run", "job", id, "err", ferr)
+		}
+		return true // the lease is released by the end
+	}
 	if err != nil {
 		<-js.slots
 		js.log.Error("prefetch job claimed but not loaded", "job", id, "err", err)
@@ -175,15 +192,18 @@ func (js *Jobs) loadClaimed(id string, h *jobclaim.Hold) (*job, Request, error) 
 	}
 	var snap Job
 	if err := json.Unmarshal(rec, &snap); err != nil {
-		return nil, Request{}, err
+		return nil, Request{}, badRecordError{err}
 	}
 	rb, err := js.shared.Request(ctx, id)
 	if err != nil {
 		return nil, Request{}, err
 	}
+	if rb == nil {
+		return nil, Request{}, badRecordError{errors.New("its request is missing")}
+	}
 	req, err := decodeRequest(rb)
 	if err != nil {
-		return nil, Request{}, err
+		return nil, Request{}, badRecordError{err}
 	}
 	now := time.Now().UTC()
 	snap.State, snap.Started, snap.Finished, snap.Error = JobRunning, &now, nil, ""
@@ -325,26 +345,39 @@ func (s claimStore) Release(ctx context.Context, id string) error {
 
 // EndCancelled ends a job cancelled while nobody ran it.
 func (s claimStore) EndCancelled(ctx context.Context, id string) error {
+	err := s.endAs(ctx, id, JobCancelled, errJobCancelled.Error())
+	if err == nil {
+		s.js.log.Info("prefetch job cancelled before it ran", "job", id)
+	}
+	return err
+}
+
+// endAs ends a job this replica holds the lease of, without running it.
+func (s claimStore) endAs(ctx context.Context, id string, state JobState, why string) error {
 	rec, found, err := s.js.shared.Get(ctx, id)
 	if err != nil || !found {
 		return errors.Join(err, errors.New("no record"))
 	}
-	var j Job
+	j := Job{ID: id}
 	if err := json.Unmarshal(rec, &j); err != nil {
-		return err
+		j = Job{ID: id} // an unreadable record ends with what is known
 	}
 	now := time.Now().UTC()
-	j.State, j.Error, j.Finished = JobCancelled, errJobCancelled.Error(), &now
+	j.State, j.Error, j.Finished = state, why, &now
 	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
-	ok, err := s.js.shared.Finish(ctx, id, b, string(JobCancelled))
+	ok, err := s.js.shared.Finish(ctx, id, b, string(state))
 	if err == nil && !ok {
 		err = fmt.Errorf("job %s: not ours to end", id)
 	}
-	if err == nil {
-		s.js.log.Info("prefetch job cancelled before it ran", "job", id, "name", j.Name)
-	}
 	return err
 }
+
+// badRecordError marks a shared job whose record or request cannot be
+// read: it can never run.
+type badRecordError struct{ err error }
+
+func (e badRecordError) Error() string { return "the job's record cannot be read: " + e.err.Error() }
+func (e badRecordError) Unwrap() error { return e.err }

@@ -354,3 +354,28 @@ func TestSharedJobsRedisStops(t *testing.T) {
 		t.Fatalf("list on B after Redis came back: %+v (want the shared job and B's local one)", list)
 	}
 }
+
+// TestSharedJobUnreadableRequest: a job whose request cannot be read (a
+// record from an incompatible version) is ended as failed with the reason
+// by the replica that claims it, not claimed again and again.
+func TestSharedJobUnreadableRequest(t *testing.T) {
+	up := testenv.Start(t, testenv.Options{})
+	rc, prefix := testenv.Redis(t)
+	a := newReplicaWith(t, up, t.TempDir(), rc, prefix, 1, 4)
+	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer, err := cluster.NewRedisJobs(l, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := writer.Add(t.Context(), "0123456789abcdef", time.Now(), []byte(`{"id":"0123456789abcdef","name":"old","state":"queued"}`),
+		[]byte(`{"lists":[{"name":"x","rules":[{"kind":1,"pattern":"("}]}]}`), 0); !ok || err != nil {
+		t.Fatalf("Add: %v %v", ok, err)
+	}
+	j := waitShared(t, a, "0123456789abcdef", "ended", func(j prefetch.Job) bool { return j.State.Done() })
+	if j.State != prefetch.JobFailed || !strings.Contains(j.Error, "cannot be read") || j.Name != "old" {
+		t.Fatalf("%+v", j)
+	}
+}
