@@ -291,6 +291,8 @@ log:
 	// Another replica resumes it (after A's job lease, and the fill leases
 	// of A's blobs in flight, expire).
 	killed := time.Now()
+	resumed := c.wait(job.ID, "resumed", 30*time.Second, func(j prefetch.Job) bool { return j.Runs >= 2 })
+	t.Logf("resumed by %q %s after the kill (job lease 10 s, claim pass 2 s)", resumed.Runner, time.Since(killed).Round(time.Millisecond))
 	end := c.wait(job.ID, "ended after the kill", 120*time.Second, func(j prefetch.Job) bool { return j.State.Done() })
 	t.Logf("resumed by another replica and ended %s after the kill: %s, runs %d", time.Since(killed).Round(time.Millisecond), end.State, end.Runs)
 	if end.State != prefetch.JobSucceeded || !end.Complete || end.Report == nil || end.Runs < 2 || end.Runner == first.Runner {
