@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy/prefetch"
 )
 
@@ -213,6 +215,7 @@ func TestSharedJobsSurviveKill(t *testing.T) {
 	up, upURL, blobs := startPacedUpstream(t, 10, 384<<10)
 	var ns [6]byte
 	_, _ = rand.Read(ns[:])
+	dropNamespace(t, "jobs-test-"+hex.EncodeToString(ns[:]))
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
 	cfgFile := filepath.Join(dir, "config.yaml")
@@ -380,4 +383,53 @@ func TestFollowThroughUnavailable(t *testing.T) {
 	if _, err := c.follow(t.Context(), "gone", 10*time.Millisecond, io.Discard); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("follow of an unknown job: %v", err)
 	}
+}
+
+// TestScheduleOneJobPerTick: of the replicas whose schedules fire at the
+// same tick, one submits the job (the first to claim the tick in Redis).
+func TestScheduleOneJobPerTick(t *testing.T) {
+	needRealRedis(t)
+	cfg := config.Default()
+	cfg.Redis.Addr = "127.0.0.1:6379"
+	var ns [6]byte
+	_, _ = rand.Read(ns[:])
+	cfg.Redis.Namespace = "tick-test-" + hex.EncodeToString(ns[:])
+	dropNamespace(t, cfg.Redis.Namespace)
+	log := slog.New(slog.DiscardHandler)
+	a, err := newSharedJobs(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	b, err := newSharedJobs(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	tick := time.Date(2026, 1, 1, 6, 0, 0, 0, time.UTC)
+	if !a.firstForTick(tick) {
+		t.Fatal("the first replica did not get the tick")
+	}
+	if b.firstForTick(tick.Add(20 * time.Second)) {
+		t.Fatal("a second replica got the same tick")
+	}
+	if !b.firstForTick(tick.Add(time.Hour)) {
+		t.Fatal("the next tick was not free")
+	}
+}
+
+// dropNamespace removes a test namespace's keys from the shared Redis when
+// the test ends (job records have no TTL).
+func dropNamespace(t *testing.T, ns string) {
+	t.Helper()
+	t.Cleanup(func() {
+		rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+		defer rc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, err := rc.Keys(ctx, "stowage:"+ns+":*").Result()
+		if err == nil && len(keys) > 0 {
+			_ = rc.Del(ctx, keys...).Err()
+		}
+	})
 }

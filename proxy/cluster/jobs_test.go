@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -28,9 +29,17 @@ func TestRedisJobsLifecycle(t *testing.T) {
 	c := needRedis(t)
 	ctx := t.Context()
 	prefix := testPrefix(t)
+	other := testPrefix(t)
+	t.Cleanup(func() {
+		for _, p := range []string{prefix, other} {
+			if keys, err := c.Keys(context.Background(), p+"*").Result(); err == nil && len(keys) > 0 {
+				_ = c.Del(context.Background(), keys...).Err()
+			}
+		}
+	})
 	a := newJobs(t, newLeases(t, c, prefix, time.Second), time.Second)
 	b := newJobs(t, newLeases(t, c, prefix, time.Second), time.Second)
-	other := newJobs(t, newLeases(t, c, testPrefix(t), time.Second), time.Second)
+	otherJobs := newJobs(t, newLeases(t, c, other, time.Second), time.Second)
 	now := time.Now()
 
 	if ok, err := a.Add(ctx, "j1", now, []byte(`{"id":"j1","state":"queued"}`), []byte(`{"images":["x"]}`), 2); !ok || err != nil {
@@ -42,7 +51,7 @@ func TestRedisJobsLifecycle(t *testing.T) {
 	if ok, err := a.Add(ctx, "j3", now.Add(2*time.Millisecond), []byte(`{"id":"j3"}`), []byte(`{}`), 2); ok || err != nil {
 		t.Fatalf("Add j3 past the cluster cap of 2: added=%v %v", ok, err)
 	}
-	if ok, _ := other.Add(ctx, "j9", now, []byte(`{}`), []byte(`{}`), 2); !ok {
+	if ok, _ := otherJobs.Add(ctx, "j9", now, []byte(`{}`), []byte(`{}`), 2); !ok {
 		t.Fatal("another namespace shares the cap")
 	}
 	got, _, err := b.Get(ctx, "j1")

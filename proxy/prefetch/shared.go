@@ -206,7 +206,10 @@ func (js *Jobs) loadClaimed(id string, h *jobclaim.Hold) (*job, Request, error) 
 		return nil, Request{}, badRecordError{err}
 	}
 	now := time.Now().UTC()
-	snap.State, snap.Started, snap.Finished, snap.Error = JobRunning, &now, nil, ""
+	if snap.Started == nil { // a resumed job keeps when it first started
+		snap.Started = &now
+	}
+	snap.State, snap.Finished, snap.Error = JobRunning, nil, ""
 	snap.Runner, snap.Runs = js.shared.Owner(), snap.Runs+1
 	snap.Progress, snap.Report, snap.Complete, snap.Missing = ProgressSnapshot{}, nil, false, nil
 	j := &job{Job: snap, prog: &Progress{}, hold: h}

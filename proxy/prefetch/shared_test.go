@@ -2,6 +2,7 @@ package prefetch_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -141,7 +142,8 @@ func TestSharedJobsAcrossReplicas(t *testing.T) {
 	cnt := &blobCounter{gets: map[string]int{}, slow: testenv.SlowBlobs(8<<10, 100*time.Millisecond)}
 	up.SetFault(cnt.fault)
 	root := t.TempDir()
-	_, prefix := testenv.Redis(t)
+	rc, prefix := testenv.Redis(t)
+	dropKeys(t, rc, prefix)
 	a := newReplica(t, up, root, prefix, 1, 2)
 	b := newReplica(t, up, root, prefix, 1, 2)
 	c := newReplica(t, up, root, prefix, 1, 2)
@@ -361,6 +363,7 @@ func TestSharedJobsRedisStops(t *testing.T) {
 func TestSharedJobUnreadableRequest(t *testing.T) {
 	up := testenv.Start(t, testenv.Options{})
 	rc, prefix := testenv.Redis(t)
+	dropKeys(t, rc, prefix)
 	a := newReplicaWith(t, up, t.TempDir(), rc, prefix, 1, 4)
 	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second)
 	if err != nil {
@@ -378,4 +381,18 @@ func TestSharedJobUnreadableRequest(t *testing.T) {
 	if j.State != prefetch.JobFailed || !strings.Contains(j.Error, "cannot be read") || j.Name != "old" {
 		t.Fatalf("%+v", j)
 	}
+}
+
+// dropKeys removes the test's keys from the shared Redis when it ends
+// (job records have no TTL).
+func dropKeys(t *testing.T, rc *redis.Client, prefix string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, err := rc.Keys(ctx, prefix+"*").Result()
+		if err == nil && len(keys) > 0 {
+			_ = rc.Del(ctx, keys...).Err()
+		}
+	})
 }
