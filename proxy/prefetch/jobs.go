@@ -455,7 +455,9 @@ func sortJobs(out []Job) {
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
 }
 
-// Close cancels running and queued jobs and waits for them to end.
+// Close cancels running and queued jobs and waits for them to end. Jobs
+// of the shared list (Share) that run here are not ended: their leases
+// are given back, so that another replica resumes them at once.
 func (js *Jobs) Close() {
 	js.closeMu.Do(func() {
 		js.mu.Lock()
