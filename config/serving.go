@@ -20,7 +20,9 @@ type Server struct {
 	// MaxHeaderBytes caps a request's header size (default 64 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxAdminJobs caps the prefetch jobs the admin API holds queued or
-	// running (default 16); past it a new job is refused with 429.
+	// running (default 16); past it a new job is refused with 429. With
+	// Redis the jobs are shared by the replicas and the cap is the
+	// cluster's.
 	MaxAdminJobs int `yaml:"max_admin_jobs"`
 }
 

@@ -53,12 +53,13 @@ func adminToken(a config.Admin) (string, error) {
 // prefetchService is what serve runs besides the proxy: the job runner
 // behind the admin API and the schedule.
 type prefetchService struct {
-	jobs *prefetch.Jobs
-	cron *cron.Cron
-	dash *dashboard.Dashboard
-	log  *slog.Logger
-	mu   sync.Mutex
-	last string // id of the last scheduled job
+	jobs   *prefetch.Jobs
+	cron   *cron.Cron
+	dash   *dashboard.Dashboard
+	log    *slog.Logger
+	mu     sync.Mutex
+	last   string      // id of the last scheduled job
+	shared *sharedJobs // the cluster's job list (redis.addr); nil without Redis
 }
 
 // newPrefetchService builds the engine and job runner, the handler that
@@ -126,11 +127,25 @@ func newPrefetchService(cfg *config.Config, log *slog.Logger, reg prometheus.Reg
 			return nil, nil, fmt.Errorf("prefetch.schedule %q: %w", cfg.Prefetch.Schedule, err)
 		}
 	}
+	if cfg.Redis.Addr != "" {
+		// Jobs are the cluster's: recorded in Redis, visible, followed
+		// and cancelled from every replica, run by whichever claims them
+		// (from start on).
+		if s.shared, err = newSharedJobs(cfg, log); err != nil {
+			if s.dash != nil {
+				s.dash.Close()
+			}
+			return nil, nil, err
+		}
+	}
 	return s, mux, nil
 }
 
-// start runs the schedule.
+// start runs the claim loop of the cluster's shared jobs and the schedule.
 func (s *prefetchService) start() {
+	if s.shared != nil {
+		s.jobs.Share(s.shared.jobs)
+	}
 	if s.cron != nil {
 		s.cron.Start()
 		s.log.Info("prefetch schedule started", "entries", len(s.cron.Entries()))
@@ -142,7 +157,10 @@ func (s *prefetchService) close() {
 	if s.cron != nil {
 		<-s.cron.Stop().Done()
 	}
-	s.jobs.Close()
+	s.jobs.Close() // shared jobs running here are handed back first
+	if s.shared != nil {
+		s.shared.close()
+	}
 	if s.dash != nil {
 		s.dash.Close()
 	}
@@ -159,6 +177,10 @@ func (s *prefetchService) scheduled(cfg *config.Config) {
 			s.log.Warn("scheduled prefetch skipped: the previous one is still running", "job", s.last)
 			return
 		}
+	}
+	if s.shared != nil && !s.shared.firstForTick(time.Now()) {
+		s.log.Info("scheduled prefetch: another replica submitted this tick's job")
+		return
 	}
 	lists, images, err := loadLists(cfg, nil)
 	if err == nil {
@@ -224,10 +246,23 @@ func (c *adminClient) do(ctx context.Context, method, path, ctype string, body [
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		_ = json.Unmarshal(data, &e)
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+		return apiError{code: resp.StatusCode, msg: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, e.Error)}
 	}
 	return json.Unmarshal(data, out)
 }
+
+// apiError is an admin API answer that is not a success.
+type apiError struct {
+	code int
+	msg  string
+}
+
+func (e apiError) Error() string { return e.msg }
+
+// followUnavailable bounds the polls in a row a follow goes on through
+// 503s (the server cannot reach the cluster's shared job list for a
+// while: Redis restarting) before it gives up.
+const followUnavailable = 60
 
 // prefetchRemote posts each list as a job to a running server and
 // follows the jobs to their end, printing progress lines to stderr and
@@ -289,11 +324,25 @@ func (c *adminClient) follow(ctx context.Context, id string, every time.Duration
 		poll = time.Second
 	}
 	last := time.Now()
+	unavailable := 0
 	for {
 		var job prefetch.Job
-		if err := c.do(ctx, http.MethodGet, "/api/v1/prefetch/"+url.PathEscape(id), "", nil, &job); err != nil {
+		err := c.do(ctx, http.MethodGet, "/api/v1/prefetch/"+url.PathEscape(id), "", nil, &job)
+		var ae apiError
+		if errors.As(err, &ae) && ae.code == http.StatusServiceUnavailable && unavailable < followUnavailable {
+			if unavailable == 0 {
+				_, _ = fmt.Fprintf(stderr, "prefetch: job %s: %v; still following\n", id, err)
+			}
+			unavailable++
+			if err := sleepCtx(ctx, poll); err != nil {
+				return job, err
+			}
+			continue
+		}
+		if err != nil {
 			return job, err
 		}
+		unavailable = 0
 		if job.State.Done() {
 			return job, nil
 		}
@@ -303,10 +352,18 @@ func (c *adminClient) follow(ctx context.Context, id string, every time.Duration
 				prefetch.HumanBytes(p.BytesDone), prefetch.HumanBytes(p.BytesPlanned))
 			last = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return job, ctx.Err()
-		case <-time.After(poll):
+		if err := sleepCtx(ctx, poll); err != nil {
+			return job, err
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }

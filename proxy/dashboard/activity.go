@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stowage/stowage/proxy"
+	"github.com/stowage/stowage/proxy/prefetch"
 )
 
 // Fill is a fill in flight with its rate and ETA.
@@ -105,11 +106,15 @@ func (d *Dashboard) fills(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (d *Dashboard) prefetchList(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": d.o.Jobs.List()})
+	writeJSON(w, http.StatusOK, prefetch.ListAnswer(d.o.Jobs))
 }
 
 func (d *Dashboard) prefetchGet(w http.ResponseWriter, r *http.Request) {
-	j, ok := d.o.Jobs.Get(r.PathValue("id"))
+	j, ok, err := d.o.Jobs.Lookup(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if !ok {
 		writeError(w, http.StatusNotFound, "no such job")
 		return

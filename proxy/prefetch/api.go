@@ -57,7 +57,9 @@ type JobRequest struct {
 //	GET  /api/v1/prefetch/{id}   the job: state, progress, report.
 //	DELETE /api/v1/prefetch/{id} cancel a queued or running job (202 with
 //	                             the job; 409 when it already ended).
-//	GET  /api/v1/prefetch        every remembered job, newest first.
+//	GET  /api/v1/prefetch        every remembered job, newest first
+//	                             ("warning" when the cluster's shared job
+//	                             list cannot be reached).
 //	GET  /api/v1/fills           running blob fills (with AdminOptions.Fills)
 //	DELETE /api/v1/fills/{digest} cancel a running fill
 //
@@ -192,7 +194,11 @@ func (a *admin) parse(r *http.Request, body []byte) (string, Request, error) {
 }
 
 func (a *admin) get(w http.ResponseWriter, r *http.Request) {
-	job, ok := a.jobs.Get(r.PathValue("id"))
+	job, ok, err := a.jobs.Lookup(r.PathValue("id"))
+	if err != nil {
+		writeUnavailable(w, err)
+		return
+	}
 	if !ok {
 		writeJSONError(w, http.StatusNotFound, "no such job")
 		return
@@ -201,8 +207,10 @@ func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) cancel(w http.ResponseWriter, r *http.Request) {
-	job, found, ended := a.jobs.Cancel(r.PathValue("id"))
+	job, found, ended, err := a.jobs.CancelJob(r.PathValue("id"))
 	switch {
+	case err != nil:
+		writeUnavailable(w, err)
 	case !found:
 		writeJSONError(w, http.StatusNotFound, "no such job")
 	case ended:
@@ -213,7 +221,25 @@ func (a *admin) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) list(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": a.jobs.List()})
+	writeJSON(w, http.StatusOK, ListAnswer(a.jobs))
+}
+
+// ListAnswer is the body of GET /api/v1/prefetch: {"jobs": [...]}, with a
+// "warning" when the cluster's shared job list cannot be reached (the
+// jobs are then this replica's only).
+func ListAnswer(js *Jobs) map[string]any {
+	jobs, err := js.ListAll()
+	out := map[string]any{"jobs": jobs}
+	if err != nil {
+		out["warning"] = err.Error()
+	}
+	return out
+}
+
+// writeUnavailable answers 503 when the shared job list cannot be reached.
+func writeUnavailable(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "5")
+	writeJSONError(w, http.StatusServiceUnavailable, err.Error())
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

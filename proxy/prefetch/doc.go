@@ -16,5 +16,9 @@
 // size-capped eviction can keep them.
 //
 // [Jobs] runs engine runs in the background for the admin API
-// ([NewAdminHandler]) and the schedule.
+// ([NewAdminHandler]) and the schedule. With a [SharedList] (Jobs.Share:
+// the cluster's job list in Redis) jobs belong to the cluster: any
+// replica lists, follows and cancels them, and each runs on the one
+// replica that holds its lease, which another replica takes over when the
+// runner dies (proxy/internal/jobclaim).
 package prefetch

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/stowage/stowage/proxy/internal/jobclaim"
 	"github.com/stowage/stowage/storage"
 )
 
@@ -60,12 +62,20 @@ type Job struct {
 	Missing []Missing `json:"missing,omitempty"`
 	// Report is set once the job has ended (omitted in job lists).
 	Report *Report `json:"report,omitempty"`
+	// Runner is the replica that runs or last ran a job of the cluster's
+	// shared list: its lease id, and its internal URL when it advertises
+	// one (cluster.advertise); Runs counts how often the job was
+	// started: more than 1 when another replica resumed it after its
+	// runner stopped.
+	Runner string `json:"runner,omitempty"`
+	Runs   int    `json:"runs,omitempty"`
 }
 
 type job struct {
 	Job
 	prog   *Progress               // nil for a job loaded from its record: Job.Progress holds the last snapshot
 	cancel context.CancelCauseFunc // nil for a loaded job
+	hold   *jobclaim.Hold          // a shared job this replica runs (Share): its lease
 }
 
 // Jobs runs engine runs in the background with a bound on how many run at
@@ -89,6 +99,11 @@ type Jobs struct {
 	saveMu sync.Mutex
 	// maxPending caps the jobs not yet ended (0: no cap).
 	maxPending int
+	// shared is the cluster's job list (Share); nil: this process alone.
+	shared      SharedList
+	claimer     *jobclaim.Claimer
+	claimCancel context.CancelFunc
+	sharedDown  atomic.Bool // the shared list failed last time (logged once)
 }
 
 // SetMaxPending caps the jobs that are queued or running: past it Submit
@@ -116,13 +131,26 @@ func (js *Jobs) pendingLocked() int {
 // an unknown id; ended reports a job that had already ended (nothing to
 // cancel).
 func (js *Jobs) Cancel(id string) (snap Job, found, ended bool) {
+	snap, found, ended, _ = js.CancelJob(id)
+	return snap, found, ended
+}
+
+// cancelLocal is Cancel for the jobs this replica knows.
+func (js *Jobs) cancelLocal(id string) (snap Job, found, ended bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	j, ok := js.jobs[id]
 	if !ok {
 		return Job{}, false, false
 	}
-	if j.State.Done() || j.cancel == nil {
+	if j.State.Done() {
+		return j.snapshotLocked(false), true, true
+	}
+	if j.hold != nil {
+		j.hold.Cancel() // a shared job running here: at once, not at the next heartbeat
+		return j.snapshotLocked(false), true, false
+	}
+	if j.cancel == nil {
 		return j.snapshotLocked(false), true, true
 	}
 	j.cancel(errJobCancelled)
@@ -183,7 +211,7 @@ func (js *Jobs) save(j *job) {
 	js.mu.Lock()
 	store, snap, kept := js.store, j.snapshotLocked(true), js.jobs[j.ID] == j
 	js.mu.Unlock()
-	if store == nil || !kept {
+	if store == nil || !kept || j.hold != nil { // a shared job's record is the shared list's
 		return // not kept, or already forgotten (its record is deleted)
 	}
 	b, err := json.Marshal(snap)
@@ -235,7 +263,17 @@ func NewJobs(eng *Engine, parallel, keep int) (*Jobs, error) {
 
 // Submit starts req in the background under a display name and returns
 // the job's first snapshot.
+//
+// With a shared list (Share) the job is recorded there and run by the
+// replica that claims it; while the list cannot be reached it is run here
+// alone, as without one.
 func (js *Jobs) Submit(name string, req Request) (Job, error) {
+	if js.shared != nil {
+		snap, err := js.submitShared(name, req)
+		if !isUnavailable(err) {
+			return snap, err
+		}
+	}
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return Job{}, err
@@ -380,6 +418,12 @@ func (j *job) snapshotLocked(withReport bool) Job {
 
 // Get returns a job's snapshot with its report.
 func (js *Jobs) Get(id string) (Job, bool) {
+	j, ok, _ := js.Lookup(id)
+	return j, ok
+}
+
+// getLocal is Get for the jobs this replica knows.
+func (js *Jobs) getLocal(id string) (Job, bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	j, ok := js.jobs[id]
@@ -391,23 +435,39 @@ func (js *Jobs) Get(id string) (Job, bool) {
 
 // List returns every remembered job, newest first, without reports.
 func (js *Jobs) List() []Job {
+	out, _ := js.ListAll()
+	return out
+}
+
+// listLocal is List for the jobs this replica knows.
+func (js *Jobs) listLocal() []Job {
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	out := make([]Job, 0, len(js.jobs))
 	for _, j := range js.jobs {
 		out = append(out, j.snapshotLocked(false))
 	}
-	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	sortJobs(out)
 	return out
 }
 
-// Close cancels running and queued jobs and waits for them to end.
+func sortJobs(out []Job) {
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+}
+
+// Close cancels running and queued jobs and waits for them to end. Jobs
+// of the shared list (Share) that run here are not ended: their leases
+// are given back, so that another replica resumes them at once.
 func (js *Jobs) Close() {
 	js.closeMu.Do(func() {
 		js.mu.Lock()
 		js.closed = true
+		cancel := js.claimCancel
 		js.mu.Unlock()
 		close(js.stop)
+		if cancel != nil {
+			cancel() // shared jobs running here are handed back
+		}
 	})
 	js.wg.Wait()
 }

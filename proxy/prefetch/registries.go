@@ -101,11 +101,21 @@ func WithListCredentials(cfg *config.Config, lists []NamedList) (*config.Config,
 // upstreams as configured.
 func registryWarnings(l *imagelist.List) []string {
 	var out []string
+	for _, p := range registryProblems(l) {
+		out = append(out, p.Source.String()+": "+p.Msg)
+	}
+	return out
+}
+
+// registryProblems are registryWarnings with their source apart.
+func registryProblems(l *imagelist.List) []wireProblem {
+	var out []wireProblem
 	for _, host := range sortedKeys(l.Registries) {
 		o := l.Registries[host]
 		if o.Username != "" || o.Password != "" || o.Insecure || o.CertDir != "" {
-			out = append(out, fmt.Sprintf("%s: registry options for %s (credentials, tls-verify, cert-dir) are not applied here; configure credentials in Stowage's config (upstreams.%s)",
-				o.Source, host, host))
+			out = append(out, wireProblem{Source: o.Source, Msg: fmt.Sprintf(
+				"registry options for %s (credentials, tls-verify, cert-dir) are not applied here; configure credentials in Stowage's config (upstreams.%s)",
+				host, host)})
 		}
 	}
 	return out

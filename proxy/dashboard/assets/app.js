@@ -375,13 +375,17 @@ async function loadJobs() {
   const r = await api("/api/v1/prefetch");
   const jobs = r.jobs || [];
   $("jobs-empty").hidden = jobs.length > 0;
+  // The cluster's shared job list cannot be reached: only this replica's jobs.
+  $("jobs-warning").hidden = !r.warning;
+  $("jobs-warning").textContent = r.warning || "";
   // Reports of finished jobs that are shown are fetched once.
   const cards = [];
   for (const j of jobs) {
     const p = j.progress || {};
     const frac = p.images ? (p.images_done + p.images_failed) / p.images : j.state === "succeeded" ? 1 : 0;
     const card = el("article", { class: "job", "data-job": j.id, "data-state": j.state },
-      el("h4", {}, (j.name || j.id) + " ", el("span", { class: "state-" + j.state, text: j.state }), el("span", { class: "muted", text: " · " + j.id + " · " + when(j.created) })),
+      el("h4", {}, (j.name || j.id) + " ", el("span", { class: "state-" + j.state, text: j.state }), el("span", { class: "muted", text: " · " + j.id + " · " + when(j.created) +
+        (j.runner ? " · replica " + j.runner.slice(0, 8) + (j.runs > 1 ? " (run " + j.runs + ", resumed)" : "") : "") })),
       el("progress", { max: 1, value: frac, "aria-label": "Progress of job " + (j.name || j.id) }),
       el("p", { class: "muted", text: (p.images_done || 0) + " of " + (p.images || 0) + " images done" + (p.images_failed ? ", " + p.images_failed + " failed" : "") +
         " · " + bytes(p.bytes_done || 0) + " of " + bytes(p.bytes_planned || 0) + " · " + bytes(p.bytes_upstream || 0) + " fetched" }),
