@@ -116,7 +116,7 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 		// Every key lives under the cache's namespace (redis.namespace, by
 		// default derived from the storage): caches sharing one Redis
 		// never wait on each other.
-		leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), 30*time.Second,
+		leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), cfg.Redis.LeaseTTL,
 			cluster.WithTimeout(cfg.Redis.Timeout), cluster.WithLogger(log), cluster.WithMetrics(reg))
 		if err != nil {
 			return nil, nil, errors.Join(err, rc.Close(), store.Close())
