@@ -59,6 +59,9 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 	key := fillKey(d)
 	deadline := time.Now().Add(maxLeaseWait)
 	for time.Now().Before(deadline) {
+		if p.health.draining.Load() {
+			return nil, false, errDraining
+		}
 		rel, ok, err := p.coord.TryAcquire(ctx, key)
 		if err != nil {
 			p.log.Warn("fill coordinator unavailable; downloading without a cluster lease", "digest", d, "err", err)
