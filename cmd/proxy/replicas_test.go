@@ -50,6 +50,11 @@ type pacedRegistry struct {
 	chunk int
 	pause time.Duration
 
+	// gate, when set, holds every body at gateAt bytes until it is closed
+	// (or the request ends). Set both before the first GET.
+	gate   chan struct{}
+	gateAt int64
+
 	mu   sync.Mutex
 	gets []*blobGet
 }
@@ -83,7 +88,7 @@ func startPacedRegistry(t *testing.T, chunk int, pause time.Duration) *pacedRegi
 		pr.mu.Lock()
 		pr.gets = append(pr.gets, g)
 		pr.mu.Unlock()
-		reg.ServeHTTP(&pacedBody{ResponseWriter: w, pr: pr, g: g}, r)
+		reg.ServeHTTP(&pacedBody{ResponseWriter: w, pr: pr, g: g, done: r.Context().Done()}, r)
 	}))
 	t.Cleanup(srv.Close)
 	pr.url = srv.URL
@@ -143,14 +148,29 @@ func (pr *pacedRegistry) sent(d digest.Digest) int64 {
 
 type pacedBody struct {
 	http.ResponseWriter
-	pr *pacedRegistry
-	g  *blobGet
+	pr   *pacedRegistry
+	g    *blobGet
+	done <-chan struct{}
+	off  int64 // body bytes written by this response
 }
 
 func (w *pacedBody) Write(b []byte) (int, error) {
 	written := 0
 	for len(b) > 0 {
-		n, err := w.ResponseWriter.Write(b[:min(len(b), w.pr.chunk)])
+		k := min(len(b), w.pr.chunk)
+		if w.pr.gate != nil {
+			if w.off >= w.pr.gateAt {
+				select {
+				case <-w.pr.gate:
+				case <-w.done:
+					return written, http.ErrAbortHandler
+				}
+			} else {
+				k = int(min(int64(k), w.pr.gateAt-w.off))
+			}
+		}
+		n, err := w.ResponseWriter.Write(b[:k])
+		w.off += int64(n)
 		w.pr.mu.Lock()
 		if w.g.first.IsZero() && n > 0 {
 			w.g.first = time.Now()
