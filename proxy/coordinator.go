@@ -59,13 +59,16 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 	key := fillKey(d)
 	deadline := time.Now().Add(maxLeaseWait)
 	for time.Now().Before(deadline) {
-		if p.health.draining.Load() {
-			return nil, false, errDraining
-		}
 		rel, ok, err := p.coord.TryAcquire(ctx, key)
 		if err != nil {
 			p.log.Warn("fill coordinator unavailable; downloading without a cluster lease", "digest", d, "err", err)
 			return func() {}, false, nil
+		}
+		if ok && p.health.draining.Load() {
+			// Shutting down: following another replica's fill is fine,
+			// starting a download under this replica's name is not.
+			rel()
+			return nil, false, errDraining
 		}
 		if ok {
 			// The owner may have committed between our look-up and now.
