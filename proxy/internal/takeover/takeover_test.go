@@ -153,9 +153,11 @@ func TestAdoptFrom(t *testing.T) {
 				src := &slowSrc{data: tc.src, pause: tc.pause, truncate: tc.truncate, fail: tc.failRead}
 				n, err := AdoptFrom(ctx, src, int64(len(tc.src)), sink, make([]byte, tc.buf))
 				switch {
-				case tc.wantErr == errAny && err == nil:
-					t.Fatalf("no error")
-				case tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+				case errors.Is(tc.wantErr, errAny):
+					if err == nil {
+						t.Fatalf("no error")
+					}
+				case !errors.Is(err, tc.wantErr):
 					t.Fatalf("err %v, want %v", err, tc.wantErr)
 				}
 				if n != tc.wantAdopted {
