@@ -64,7 +64,7 @@ func TestReplicaDrainKeepsPeerStreaming(t *testing.T) {
 	defer release()
 	x := up.push(t, "team/app:v1", 1, size)[0]
 	root := filepath.Join(t.TempDir(), "cache")
-	rs := newCluster(t, 3, root, up.url, "2s")
+	rs := newCluster(t, 3, root, up.url, "")
 	a, b, c := rs[0], rs[1], rs[2]
 
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)

@@ -39,7 +39,7 @@ func TestReplicaOwnerKilled(t *testing.T) {
 	blobs := up.push(t, "team/app:v1", 3, size)
 	x, y, z := blobs[0], blobs[1], blobs[2]
 	root := filepath.Join(t.TempDir(), "cache")
-	rs := newCluster(t, 3, root, up.url, "2s")
+	rs := newCluster(t, 3, root, up.url, "3s")
 	a, b, c := rs[0], rs[1], rs[2]
 	live := []*replicaProc{b, c}
 

@@ -31,7 +31,7 @@ func TestReplicasRollingRestart(t *testing.T) {
 	up := startPacedRegistry(t, 64<<10, 30*time.Millisecond)
 	blobs := up.push(t, "team/app:v1", n, size)
 	root := filepath.Join(t.TempDir(), "cache")
-	rs := newCluster(t, 3, root, up.url, "2s")
+	rs := newCluster(t, 3, root, up.url, "")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
 	defer cancel()

@@ -200,7 +200,8 @@ type replicaProc struct {
 const replicaSecretEnv = "STOWAGE_TEST_REPLICA_SECRET"
 
 // newCluster writes the configs of n replicas on one shared root and starts
-// them. Keys live under a fresh Redis namespace.
+// them. Keys live under a fresh Redis namespace; leaseTTL "" keeps the
+// default redis.lease_ttl.
 func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*replicaProc {
 	t.Helper()
 	probe := cluster.NewRedisClient("127.0.0.1:6379", "", 0, 2*time.Second)
@@ -215,6 +216,10 @@ func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*repl
 	var ns [6]byte
 	_, _ = rand.Read(ns[:])
 	dir := t.TempDir()
+	ttlLine := "" // the default
+	if leaseTTL != "" {
+		ttlLine = "  lease_ttl: " + leaseTTL + "\n"
+	}
 	out := make([]*replicaProc, n)
 	for i := range out {
 		r := &replicaProc{name: string(rune('A' + i)), addr: freeAddr(t), internal: freeAddr(t)}
@@ -225,8 +230,7 @@ func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*repl
 redis:
   addr: 127.0.0.1:6379
   namespace: test-%s
-  lease_ttl: %s
-cluster:
+%scluster:
   listen: %s
   advertise: http://%s
   secret_env: %s
@@ -239,7 +243,7 @@ server:
 log:
   level: info
   format: text
-`, root, hex.EncodeToString(ns[:]), leaseTTL, r.internal, r.internal, replicaSecretEnv, upstreamURL)
+`, root, hex.EncodeToString(ns[:]), ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
 		if err := os.WriteFile(r.cfgFile, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
