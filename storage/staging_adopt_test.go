@@ -10,11 +10,15 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/stowage/stowage/storage"
 )
 
 // TestOrphanRealProcess: the owner of a fill is another process. While it
@@ -119,5 +123,68 @@ func TestOrphanRealProcess(t *testing.T) {
 	}
 	if o, err := s.Orphan(d); o != nil || err != nil {
 		t.Fatalf("orphan after cleanup: %+v %v", o, err)
+	}
+}
+
+// TestCleanStagingKeepsRecentOrphans: a server's cleanup with a grace
+// (CleanStagingDirsKeeping) leaves a dead owner's directory that was
+// written to within the grace, so its partial downloads can still be
+// adopted (say the dead replica restarted at once on the same volume), and
+// removes it once it is older; the plain cleanup removes it at once.
+func TestCleanStagingKeepsRecentOrphans(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	root := t.TempDir()
+	d := digest.FromString("a fill the crash interrupts")
+	a := newFS(t, root)
+	st, err := a.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File.WriteString("half of it"); err != nil {
+		t.Fatal(err)
+	}
+	storage.Crash(a)
+
+	b := newFS(t, root)
+	if err := b.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
+		t.Fatal(err)
+	}
+	o, err := b.Orphan(d)
+	if err != nil || o == nil {
+		t.Fatalf("recently dead owner's staging after the cleanup with a grace: %+v %v", o, err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A minute and a half later nothing was written: the next pass removes it.
+	old := time.Now().Add(-storage.OrphanGrace - 30*time.Second)
+	for _, p := range []string{st.File.Name(), filepath.Dir(st.File.Name())} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.File.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("dead owner's staging kept past the grace: %v", err)
+	}
+	if left := entries(t, root); len(left) != 2 {
+		t.Fatalf("staging after cleanup: %v, want only B's directory and lock", left)
+	}
+
+	// Without a grace (commands other than serve) it goes at once.
+	c := newFS(t, root)
+	st2, err := c.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage.Crash(c)
+	if err := b.CleanStagingDirs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st2.File.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("plain cleanup kept a dead owner's staging: %v", err)
 	}
 }

@@ -26,8 +26,10 @@ import (
 //     downloads again from zero; no client ever gets a complete wrong
 //     blob.
 //
-// A's own clients see aborted responses and succeed on retry against a
-// live replica; afterwards "proxy verify" is clean and every blob is
+// A is started again at once (a container restart on the same volume: its
+// start-up cleanup leaves the staging of its dead incarnation to the
+// takers). A's own clients see aborted responses and succeed on retry
+// against another replica; afterwards "proxy verify" is clean and every blob is
 // served with the right digest. The time from the kill to the taker's
 // first upstream byte is printed.
 func TestReplicaOwnerKilled(t *testing.T) {
@@ -41,7 +43,6 @@ func TestReplicaOwnerKilled(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
 	rs := newCluster(t, 3, root, up.url, "3s")
 	a, b, c := rs[0], rs[1], rs[2]
-	live := []*replicaProc{b, c}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
 	defer cancel()
@@ -88,6 +89,10 @@ func TestReplicaOwnerKilled(t *testing.T) {
 	if n := flipByte(t, root, z, 1<<20); n == 0 {
 		t.Fatal("found no staging file of Z to corrupt")
 	}
+	// A restarts at once on the same volume (a container restart): its
+	// start-up cleanup must leave the dead incarnation's staging to the
+	// takers.
+	a.start(t)
 	close(retryGo)
 	wg.Wait()
 
@@ -144,7 +149,7 @@ func TestReplicaOwnerKilled(t *testing.T) {
 		t.Fatalf("verify after the kill: %v\n%s", err, out)
 	}
 	for _, d := range blobs {
-		for _, r := range live {
+		for _, r := range rs {
 			got, err := fetchBlob(ctx, r.addr, "team/app", d)
 			if err != nil || got != d {
 				t.Errorf("blob %s from %s afterwards: %s %v", d, r.name, got, err)

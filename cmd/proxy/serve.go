@@ -222,6 +222,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(internal.serve)
+	g.Go(func() error { cleanOrphansPeriodically(gctx, store, log); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		return shutdown(gctx, cfg, log, p, srv, internal, closeJobs)
