@@ -214,6 +214,13 @@ type Redis struct {
 	// the storage the replicas share (RedisNamespace), so that replicas of
 	// one cache agree on it without configuration and two caches never do.
 	Namespace string `yaml:"namespace"`
+	// LeaseTTL is how long a blob fill's lease outlives its owner's last
+	// renewal (renewed every LeaseTTL/3 while the download runs). When the
+	// owner dies, another replica takes the fill over after at most this
+	// long, resuming from the bytes it already has or the dead owner
+	// staged (default 5s; at least 1s and 3x timeout, so that a renewal
+	// can fail once without losing the lease).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Admin configures the admin API.

@@ -37,7 +37,7 @@ func Default() *Config {
 			EvictGrace: DefaultEvictGrace,
 		},
 		Log:      Log{Format: "json", Level: "info"},
-		Redis:    Redis{Timeout: 500 * time.Millisecond},
+		Redis:    Redis{Timeout: 500 * time.Millisecond, LeaseTTL: DefaultLeaseTTL},
 		Prefetch: Prefetch{Concurrency: 4},
 		Link:     Link{PrefetchShare: 30},
 		Server:   DefaultServer(),
@@ -84,6 +84,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("redis.timeout must not be negative"))
 	}
 	errs = append(errs, validateRedisNamespace(c.Redis.Namespace)...)
+	errs = append(errs, validateLeaseTTL(c.Redis)...)
 	c.DefaultUpstream = CanonicalHost(c.DefaultUpstream)
 	if _, ok := c.Upstream(c.DefaultUpstream); !ok {
 		errs = append(errs, fmt.Errorf("default_upstream %q is not an enabled upstream (configure it under upstreams, or pick an enabled one; presets: false and disabled: true turn presets off)", c.DefaultUpstream))

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"time"
 )
 
 // namespacePattern: what a redis.namespace may hold (it becomes part of
@@ -54,3 +55,24 @@ func (c *Config) RedisNamespace() string {
 // RedisPrefix is what every key of this cache in Redis starts with:
 // "stowage:<namespace>:".
 func (c *Config) RedisPrefix() string { return "stowage:" + c.RedisNamespace() + ":" }
+
+// DefaultLeaseTTL is redis.lease_ttl's default: short, so that a replica
+// takes over a dead owner's fill before a client notices.
+const DefaultLeaseTTL = 5 * time.Second
+
+// MinLeaseTTL is the shortest redis.lease_ttl accepted.
+const MinLeaseTTL = time.Second
+
+// validateLeaseTTL: at least MinLeaseTTL, and long enough that one renewal
+// (every lease_ttl/3) may time out without the lease expiring.
+func validateLeaseTTL(r Redis) []error {
+	switch {
+	case r.Addr == "":
+		return nil // no leases
+	case r.LeaseTTL < MinLeaseTTL:
+		return []error{fmt.Errorf("redis.lease_ttl %s: want at least %s", r.LeaseTTL, MinLeaseTTL)}
+	case r.LeaseTTL < 3*r.Timeout:
+		return []error{fmt.Errorf("redis.lease_ttl %s: want at least 3x redis.timeout (%s), so a renewal may time out once", r.LeaseTTL, 3*r.Timeout)}
+	}
+	return nil
+}

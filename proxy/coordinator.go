@@ -64,6 +64,12 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 			p.log.Warn("fill coordinator unavailable; downloading without a cluster lease", "digest", d, "err", err)
 			return func() {}, false, nil
 		}
+		if ok && p.health.draining.Load() {
+			// Shutting down: following another replica's fill is fine,
+			// starting a download under this replica's name is not.
+			rel()
+			return nil, false, errDraining
+		}
 		if ok {
 			// The owner may have committed between our look-up and now.
 			if _, serr := p.store.StatBlob(ctx, d); serr == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stowage/stowage/config"
 	"github.com/stowage/stowage/proxy/internal/fill"
+	"github.com/stowage/stowage/proxy/internal/takeover"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/upstream"
 )
@@ -53,6 +54,9 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 			}
 			continue
 		}
+		// A dead owner may have staged more than this fill streamed from
+		// it (or this fill never streamed): resume from there.
+		p.adoptOrphan(ctx, f, sg)
 		err = p.download(ctx, f, cacheRepo, sg)
 		release()
 		return err
@@ -89,6 +93,13 @@ type download struct {
 	// without a length (-1: unknown); headAsked: the HEAD was sent.
 	headSize  int64
 	headAsked bool
+	// inherited is what the fill held before this download's first
+	// request (streamed from another replica, adopted from a dead owner's
+	// staging): unverified bytes of someone else's download.
+	// restartedInherited: the download already restarted from zero once
+	// because the whole did not match (takeover.OnMismatch).
+	inherited          int64
+	restartedInherited bool
 }
 
 // received counts n bytes from the upstream against the fill's budget
@@ -119,10 +130,21 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg
 	fc := p.cfg.Cache.Fill
 	dl := &download{h: sg.h, buf: make([]byte, chunkSize), budget: -1, headSize: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
+	_, dl.inherited = f.Progress()
 	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
 	for attempt := 1; ; attempt++ {
 		progressed, err := p.fillAttempt(ctx, reg, f, dl)
+		if err == nil || errors.Is(err, upstream.ErrRangeNotSatisfiable) {
+			// Complete, or resumed past the blob's end: inherited bytes
+			// that are not the blob's prefix start the download over.
+			if again, rerr := p.retryInherited(f, dl, err); rerr != nil || again {
+				if rerr != nil {
+					return rerr
+				}
+				continue
+			}
+		}
 		if err == nil {
 			break
 		}
@@ -168,6 +190,28 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg
 	}
 	sg.committed = true
 	return nil
+}
+
+// retryInherited decides, after an attempt that ended with every byte
+// (attemptErr nil) or with a Range past the blob's end, whether the
+// download must start over from zero because the bytes it inherited from
+// another replica or a dead owner's staging are not the blob's
+// (takeover.OnMismatch). again is true after such a restart.
+func (p *Proxy) retryInherited(f *fill.Fill, dl *download, attemptErr error) (again bool, err error) {
+	size, written := f.Progress()
+	if attemptErr == nil && ((size >= 0 && written != size) || dl.matches(f)) {
+		return false, nil // verified, or short: commitFill says which
+	}
+	if takeover.OnMismatch(dl.inherited, dl.restartedInherited) != takeover.Restart {
+		return false, nil
+	}
+	p.log.Warn("the bytes inherited from another replica's download are not the blob's; downloading again from zero",
+		"digest", f.Digest(), "inherited", dl.inherited, "err", attemptErr)
+	dl.restartedInherited, dl.inherited = true, 0
+	if err := dl.restart(f); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // retryable reports whether an attempt's error is worth another attempt.

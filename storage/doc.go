@@ -14,7 +14,8 @@
 // Several processes may share one root: each filesystem Store owns a
 // staging directory (stowage/staging/<instance>/, locked with flock while
 // the Store is open), and CleanStaging at start-up removes only what dead
-// owners left. BlobStore, ManifestStore, TagStore and RecordStore are small
+// owners left; Orphan hands a dead owner's partial download of a blob to
+// the replica that takes its fill over. BlobStore, ManifestStore, TagStore and RecordStore are small
 // views of a Store for callers and tests; storagetest holds the conformance
 // suite every backend passes and a fault-injecting driver.
 package storage

@@ -148,11 +148,31 @@ func (s *Store) CleanStaging(ctx context.Context) error {
 // staging directory (dead owners' directories, old flat-layout files), so
 // a server calls it before serving and runs SweepTemps in the background.
 func (s *Store) CleanStagingDirs(ctx context.Context) error {
+	return s.CleanStagingDirsKeeping(ctx, 0)
+}
+
+// OrphanGrace is how long a server leaves a dead owner's staging directory
+// that was written to recently (CleanStagingDirsKeeping): long enough for
+// the lease of the dead owner's fills to expire and another replica to
+// adopt their partial downloads (Orphan), also when the dead replica
+// restarts at once on the same volume and cleans up at start.
+const OrphanGrace = time.Minute
+
+// CleanStagingDirsKeeping is CleanStagingDirs, except that a dead owner's
+// directory in which anything was modified within keep is left for a
+// later pass: another replica may still adopt its partial downloads. A
+// server calls it at start and then periodically.
+func (s *Store) CleanStagingDirsKeeping(_ context.Context, keep time.Duration) error {
 	if s.root == "" {
 		return nil
 	}
+	now := time.Now()
+	var recent time.Time
+	if keep > 0 {
+		recent = now.Add(-keep)
+	}
 	dir := filepath.Join(s.root, filepath.FromSlash(stagingDir))
-	if err := cleanStagingDir(dir, time.Now().Add(-LeftoverAge)); err != nil {
+	if err := cleanStagingDir(dir, now.Add(-LeftoverAge), recent); err != nil {
 		return fmt.Errorf("clean staging: %w", err)
 	}
 	return nil
@@ -178,7 +198,7 @@ func (s *Store) SweepTemps(ctx context.Context) error {
 	return nil
 }
 
-func cleanStagingDir(dir string, staleBefore time.Time) error {
+func cleanStagingDir(dir string, staleBefore, keepAfter time.Time) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -191,7 +211,7 @@ func cleanStagingDir(dir string, staleBefore time.Time) error {
 		p := filepath.Join(dir, e.Name())
 		switch {
 		case strings.HasSuffix(e.Name(), lockSuffix):
-			errs = append(errs, removeIfDead(p, strings.TrimSuffix(p, lockSuffix)))
+			errs = append(errs, removeIfDead(p, strings.TrimSuffix(p, lockSuffix), keepAfter))
 		case e.IsDir():
 			// A directory is created after its lock file and removed before
 			// it: without its lock file, its owner is gone.
@@ -210,8 +230,9 @@ func cleanStagingDir(dir string, staleBefore time.Time) error {
 }
 
 // removeIfDead removes a staging directory and its lock file when no one
-// holds the lock.
-func removeIfDead(lockPath, dir string) error {
+// holds the lock, unless something in the directory was modified after
+// keepAfter (zero: no such exception).
+func removeIfDead(lockPath, dir string, keepAfter time.Time) error {
 	f, err := os.OpenFile(lockPath, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // released meanwhile
@@ -229,9 +250,29 @@ func removeIfDead(lockPath, dir string) error {
 	if !sameFile(f, lockPath) {
 		return nil // removed and perhaps re-created meanwhile
 	}
+	if !keepAfter.IsZero() && modifiedAfter(dir, keepAfter) {
+		return nil // recently dead: its fills may still be taken over
+	}
 	// Holding the lock: the owner is gone, and a new owner cannot take this
 	// name (lock files are created with O_EXCL).
 	return errors.Join(os.RemoveAll(dir), ignoreNotExist(os.Remove(lockPath)))
+}
+
+// modifiedAfter reports whether dir or an entry in it was modified after t.
+func modifiedAfter(dir string, t time.Time) bool {
+	if fi, err := os.Stat(dir); err == nil && fi.ModTime().After(t) {
+		return true
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.ModTime().After(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // driverTemp matches the temporary files of the distribution filesystem

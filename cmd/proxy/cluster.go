@@ -122,3 +122,12 @@ func (s *internalServer) shutdown(ctx context.Context) error {
 	}
 	return s.srv.Shutdown(ctx)
 }
+
+// close cuts the internal listener and its streams (the shutdown deadline
+// passed).
+func (s *internalServer) close() error {
+	if s == nil {
+		return nil
+	}
+	return s.srv.Close()
+}

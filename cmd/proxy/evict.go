@@ -44,10 +44,13 @@ func newEvictionEngine(cfg *config.Config, log *slog.Logger, reg prometheus.Regi
 }
 
 // cleanStagingDirs is the synchronous, cheap part of the start-up cleanup
-// for serve: dead processes' staging directories. The tree walk for old
-// temporary files runs in the background (newEvictionEngine).
+// for serve: dead processes' staging directories, except those written to
+// within storage.OrphanGrace, whose partial downloads another replica may
+// still adopt (serve repeats the pass, see cleanOrphansPeriodically). The
+// tree walk for old temporary files runs in the background
+// (newEvictionEngine).
 func cleanStagingDirs(ctx context.Context, store *storage.Store, log *slog.Logger) {
-	if err := store.CleanStagingDirs(ctx); err != nil {
+	if err := store.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
 		log.Warn("cleaning leftovers of interrupted fills", "err", err)
 	}
 }

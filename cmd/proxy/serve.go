@@ -116,7 +116,7 @@ func newProxy(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*
 		// Every key lives under the cache's namespace (redis.namespace, by
 		// default derived from the storage): caches sharing one Redis
 		// never wait on each other.
-		leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), 30*time.Second,
+		leases, err := cluster.NewRedisLeases(rc, cfg.RedisPrefix(), cfg.Redis.LeaseTTL,
 			cluster.WithTimeout(cfg.Redis.Timeout), cluster.WithLogger(log), cluster.WithMetrics(reg))
 		if err != nil {
 			return nil, nil, errors.Join(err, rc.Close(), store.Close())
@@ -222,6 +222,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(internal.serve)
+	g.Go(func() error { cleanOrphansPeriodically(gctx, store, log); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		return shutdown(gctx, cfg, log, p, srv, internal, closeJobs)
@@ -258,18 +259,26 @@ func frontHandler(cfg *config.Config, handler http.Handler, log *slog.Logger) (h
 // server.shutdown_timeout, then cuts what remains; the caller's deferred
 // closes clean up the rest.
 //
-// stopJobs stops the prefetch schedule and jobs once no client is served
-// any more, so that they start no new fills while the running ones finish.
+// The order matters for a rolling update that must not lose a download:
+// the client listener closes first (/readyz already answers 503), the
+// proxy takes no new lease (Proxy.SetDraining), the prefetch schedule and
+// jobs stop once no client is served any more, and the fills still running
+// finish — their leases renewed — while the internal listener keeps
+// serving the other replicas that stream them. Only once those fills have
+// ended (or the deadline passed) does the internal listener close; the
+// deferred Proxy.Close then cancels what is left, which releases its
+// leases at once so that another replica takes over without waiting for
+// them to expire.
 func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *proxy.Proxy, srv *http.Server, internal *internalServer,
 	stopJobs func()) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	p.SetDraining(true) // /readyz answers 503: the Service stops sending new clients
-	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
-	err := errors.Join(srv.Shutdown(sctx), internal.shutdown(sctx))
+	log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout, "fills", len(p.Fills()))
+	err := srv.Shutdown(sctx)
 	stopJobs()
-	// Fills nobody waits for any more still finish (and commit) within
-	// the deadline; Proxy.Close cancels what is left.
+	// Fills nobody here waits for any more (other replicas may stream
+	// them) still finish and commit within the deadline.
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for len(p.Fills()) > 0 && sctx.Err() == nil {
@@ -280,7 +289,9 @@ func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *prox
 	}
 	if sctx.Err() != nil {
 		log.Warn("shutdown deadline reached; cutting the remaining responses and fills", "fills", len(p.Fills()))
-		err = errors.Join(err, srv.Close())
+		err = errors.Join(err, srv.Close(), internal.close())
+	} else {
+		err = errors.Join(err, internal.shutdown(sctx))
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = nil // reported above; the cut is the configured behaviour

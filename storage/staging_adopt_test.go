@@ -1,0 +1,190 @@
+//go:build linux
+
+package storage_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/stowage/stowage/storage"
+)
+
+// TestOrphanRealProcess: the owner of a fill is another process. While it
+// lives its staging file is no orphan; once it is killed (SIGKILL) another
+// Store on the root finds the file with its bytes, and a start-up cleanup
+// running meanwhile leaves it alone until the adopter lets go; then the
+// cleanup removes what is left.
+func TestOrphanRealProcess(t *testing.T) {
+	d := digest.FromString("an orphaned fill")
+	const staged = "the first bytes of an orphaned fill"
+	if root := os.Getenv("STOWAGE_TEST_ORPHAN_ROOT"); root != "" {
+		s := newFS(t, root)
+		for _, content := range []string{"short", staged} { // two attempts: the longer one wins
+			st, err := s.NewStaging(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.File.WriteString(content); err != nil {
+				t.Fatal(err)
+			}
+		}
+		other, err := s.NewStaging(digest.FromString("another blob"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.File.WriteString("a much longer staging file of another blob"); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("STAGED")
+		_, _ = io.Copy(io.Discard, os.Stdin) // run until killed
+		return
+	}
+	// Not parallel (see TestCleanStagingRealProcesses).
+	root := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestOrphanRealProcess$")
+	cmd.Env = append(os.Environ(), "STOWAGE_TEST_ORPHAN_ROOT="+root)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	ready := false
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "STAGED") {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the owner process staged nothing: %v", sc.Err())
+	}
+
+	s := newFS(t, root)
+	if o, err := s.Orphan(d); o != nil || err != nil {
+		t.Fatalf("a live process's staging file taken for an orphan: %+v %v", o, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if o, err := s.Orphan(digest.FromString("a blob nobody staged")); o != nil || err != nil {
+		t.Fatalf("an orphan of a blob nobody staged: %+v %v", o, err)
+	}
+	o, err := s.Orphan(d)
+	if err != nil || o == nil {
+		t.Fatalf("the killed owner's staging file: %+v %v", o, err)
+	}
+	got, err := io.ReadAll(o.File)
+	if err != nil || string(got) != staged || o.Size != int64(len(staged)) {
+		t.Fatalf("orphan: %q (size %d) %v, want %q", got, o.Size, err, staged)
+	}
+	// A replica starting meanwhile cleans the staging directory: the
+	// orphan being adopted stays.
+	if err := s.CleanStaging(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(o.File.Name()); err != nil {
+		t.Fatalf("cleanup removed an orphan being adopted: %v", err)
+	}
+	name := o.File.Name()
+	if err := o.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(name); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("adopted orphan kept: %v", err)
+	}
+	if err := s.CleanStaging(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if left := entries(t, root); len(left) != 2 {
+		t.Fatalf("staging after cleanup: %v, want only this Store's directory and lock", left)
+	}
+	if o, err := s.Orphan(d); o != nil || err != nil {
+		t.Fatalf("orphan after cleanup: %+v %v", o, err)
+	}
+}
+
+// TestCleanStagingKeepsRecentOrphans: a server's cleanup with a grace
+// (CleanStagingDirsKeeping) leaves a dead owner's directory that was
+// written to within the grace, so its partial downloads can still be
+// adopted (say the dead replica restarted at once on the same volume), and
+// removes it once it is older; the plain cleanup removes it at once.
+func TestCleanStagingKeepsRecentOrphans(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	root := t.TempDir()
+	d := digest.FromString("a fill the crash interrupts")
+	a := newFS(t, root)
+	st, err := a.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File.WriteString("half of it"); err != nil {
+		t.Fatal(err)
+	}
+	storage.Crash(a)
+
+	b := newFS(t, root)
+	if err := b.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
+		t.Fatal(err)
+	}
+	o, err := b.Orphan(d)
+	if err != nil || o == nil {
+		t.Fatalf("recently dead owner's staging after the cleanup with a grace: %+v %v", o, err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A minute and a half later nothing was written: the next pass removes it.
+	old := time.Now().Add(-storage.OrphanGrace - 30*time.Second)
+	for _, p := range []string{st.File.Name(), filepath.Dir(st.File.Name())} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.File.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("dead owner's staging kept past the grace: %v", err)
+	}
+	if left := entries(t, root); len(left) != 2 {
+		t.Fatalf("staging after cleanup: %v, want only B's directory and lock", left)
+	}
+
+	// Without a grace (commands other than serve) it goes at once.
+	c := newFS(t, root)
+	st2, err := c.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage.Crash(c)
+	if err := b.CleanStagingDirs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st2.File.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("plain cleanup kept a dead owner's staging: %v", err)
+	}
+}
