@@ -30,8 +30,9 @@ import (
 )
 
 // pacedUpstream is a real registry (go-containerregistry's) whose blob
-// GETs are paced and counted per digest: started, and completed (every
-// byte written).
+// GETs are paced and counted per digest: started (answered 200 or 206,
+// i.e. sending the blob's bytes; a 416 to a Range this registry does not
+// take sends none), and completed (every byte written).
 type pacedUpstream struct {
 	next    http.Handler
 	chunk   int
@@ -48,10 +49,8 @@ func (u *pacedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := r.URL.Path[i+len("/blobs/"):]
-	u.mu.Lock()
-	u.started[d]++
-	u.mu.Unlock()
-	pw := &pacedWriter{ResponseWriter: w, chunk: u.chunk, pause: u.pause, ctx: r.Context()}
+	pw := &pacedWriter{ResponseWriter: w, chunk: u.chunk, pause: u.pause, ctx: r.Context(),
+		onBody: func() { u.mu.Lock(); u.started[d]++; u.mu.Unlock() }}
 	u.next.ServeHTTP(pw, r)
 	if pw.err == nil && r.Context().Err() == nil {
 		u.mu.Lock()
@@ -80,9 +79,24 @@ type pacedWriter struct {
 	pause time.Duration
 	ctx   context.Context //nolint:containedctx // the request's, for the pauses
 	err   error
+	// onBody is called once when the response is a 200 or 206.
+	onBody      func()
+	wroteHeader bool
+}
+
+func (w *pacedWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader = true
+	if (code == http.StatusOK || code == http.StatusPartialContent) && w.onBody != nil {
+		w.onBody()
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *pacedWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK) // an implicit 200; ignored by net/http after an explicit status
 	n := 0
 	for len(b) > 0 && w.err == nil {
 		c := min(len(b), w.chunk)
