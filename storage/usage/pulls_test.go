@@ -189,7 +189,7 @@ func TestPullsCompactionModel(t *testing.T) {
 		for i := range procs {
 			procs[i] = newPulls(t, s, clk.now)
 		}
-		saved := map[string]int64{}           // what the files must hold
+		saved := map[string]int64{}            // what the files must hold
 		pending := make([]map[string]int64, 3) // counted, not yet saved
 		for i := range pending {
 			pending[i] = map[string]int64{}
