@@ -22,6 +22,12 @@ import (
 //     CleanStaging removes once its owner is gone.)
 //   - Move syncs the directories it created and the destination directory,
 //     so a committed blob or link survives a power loss once Move returns.
+//   - Delete first renames what it deletes into the staging directory, then
+//     removes it there. The driver's own Delete (os.RemoveAll) unlinks a
+//     directory's files before the directory: a crash in between left, for
+//     example, a link directory without its link file, which "proxy verify"
+//     reports as a broken link. A rename is atomic; what a crash leaves in
+//     the staging directory goes with it (CleanStaging).
 //
 // Everything goes through the wrapped driver, so a fault-injecting driver
 // below sees the writes, commits and moves.
@@ -54,9 +60,25 @@ func (l *localDriver) PutContent(ctx context.Context, p string, content []byte) 
 	return nil
 }
 
-// remove deletes a temporary file; one already gone is not an error.
+// Delete removes p (a file or a directory tree) atomically, as seen by
+// other processes and after a crash.
+func (l *localDriver) Delete(ctx context.Context, p string) error {
+	trash := l.tmpDir + "/" + randomHex(8) + ".del"
+	if err := l.StorageDriver.Move(ctx, p, trash); err != nil {
+		var nf driver.PathNotFoundError
+		if errors.As(err, &nf) {
+			return driver.PathNotFoundError{Path: p, DriverName: nf.DriverName}
+		}
+		// Not renamed (the error is the rename's): delete in place.
+		return l.StorageDriver.Delete(ctx, p)
+	}
+	return l.StorageDriver.Delete(ctx, trash)
+}
+
+// remove deletes a temporary file (one file: the driver's Delete is
+// atomic for it); one already gone is not an error.
 func (l *localDriver) remove(ctx context.Context, p string) error {
-	err := l.Delete(ctx, p)
+	err := l.StorageDriver.Delete(ctx, p)
 	var nf driver.PathNotFoundError
 	if err == nil || errors.As(err, &nf) {
 		return nil
