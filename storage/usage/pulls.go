@@ -158,16 +158,21 @@ func (p *Pulls) Run(ctx context.Context, interval time.Duration, log func(msg st
 	for {
 		select {
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := p.Save(sctx); err != nil {
-				log("saving pull counts at shutdown", err)
-			}
+			p.saveAtShutdown(ctx, log)
 			return nil
 		case <-t.C:
 			if err := p.Save(ctx); err != nil && ctx.Err() == nil {
 				log("saving pull counts", err)
 			}
 		}
+	}
+}
+
+// saveAtShutdown saves on a short deadline of its own (ctx has ended).
+func (p *Pulls) saveAtShutdown(ctx context.Context, log func(string, error)) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := p.Save(sctx); err != nil {
+		log("saving pull counts at shutdown", err)
 	}
 }

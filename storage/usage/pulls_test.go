@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stowage/stowage/storage"
@@ -237,4 +238,45 @@ func TestPullsCompactionModel(t *testing.T) {
 			t.Errorf("seed %d: %d files: compaction does not keep up", seed, maxFiles)
 		}
 	}
+}
+
+// TestPullsRun: Run restores the persisted counts, saves every interval
+// and once more when its context ends.
+func TestPullsRun(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s, err := storage.NewInMemory()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := newPulls(t, s, nil)
+		before.Pulled("docker.io/library/alpine")
+		if err := before.Save(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		p := newPulls(t, s, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, time.Minute, func(msg string, err error) { t.Errorf("%s: %v", msg, err) }) }()
+		synctest.Wait()
+		if c := p.Count("docker.io/library/alpine"); c.Count != 1 {
+			t.Fatalf("after the restore: %+v, want 1 pull", c)
+		}
+		p.Pulled("ghcr.io/org/app")
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := counts(load(t, s)); got["ghcr.io/org/app"] != 1 {
+			t.Fatalf("after an interval: %v, want ghcr.io/org/app saved", got)
+		}
+		p.Pulled("ghcr.io/org/app")
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int64{"docker.io/library/alpine": 1, "ghcr.io/org/app": 2}
+		if got := counts(load(t, s)); !maps.Equal(got, want) {
+			t.Fatalf("after Run ended: %v, want %v", got, want)
+		}
+	})
 }
