@@ -280,3 +280,24 @@ func TestPullsRun(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkPulled is the cost a pull adds to a manifest request.
+func BenchmarkPulled(b *testing.B) {
+	s, err := storage.NewInMemory()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p, err := usage.NewPulls(s, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	repos := []string{"docker.io/library/alpine", "docker.io/library/nginx", "ghcr.io/org/app", "quay.io/org/tool"}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			p.Pulled(repos[i%len(repos)])
+			i++
+		}
+	})
+}
