@@ -52,6 +52,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, q *request
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+	p.countPull(r, q)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(m.body)
 	}

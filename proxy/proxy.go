@@ -69,6 +69,7 @@ type Proxy struct {
 	// the cache hits streaming, which eviction must leave alone.
 	hooks   atomic.Pointer[CacheHooks]
 	serving servingSet
+	pulls   atomic.Pointer[PullCounter] // SetPullCounter
 	down    downHosts
 	coord   Coordinator
 	peer    *peering // nil: peer streaming off

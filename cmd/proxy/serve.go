@@ -183,6 +183,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	closeJobs := sync.OnceFunc(pf.close) // at shutdown, or on an early return
 	defer closeJobs()
 	pf.trackUsage(cfg, store, eng)
+	pulls, err := newPullCounter(store, p)
+	if err != nil {
+		return err
+	}
+	defer flushPulls(pulls, log) // after the drain: its pulls too
+	pf.trackPulls(pulls)
 	front, err := frontHandler(cfg, handler, log)
 	if err != nil {
 		return err
@@ -215,6 +221,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	pf.start()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return runPulls(gctx, pulls, log) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -26,6 +26,11 @@ type cacheStats struct {
 	Pins          int         `json:"pins"`
 	Repositories  int         `json:"repositories"`
 	TopBySize     []repoStats `json:"top_by_size"`
+	// TopByPulls ranks repositories by their pulls: client GETs of a
+	// manifest answered 200, as every server on this cache counted and
+	// persisted them. A repository whose content is gone keeps its
+	// count.
+	TopByPulls []repoStats `json:"top_by_pulls"`
 	// TopByUse ranks repositories by their blobs' last use (a pull served
 	// from the cache or fetched), as the access log records it: the
 	// cache keeps last-use times, not pull counts.
@@ -39,6 +44,8 @@ type repoStats struct {
 	Bytes    int64     `json:"bytes"`
 	Blobs    int       `json:"blobs"`
 	LastUsed time.Time `json:"last_used,omitzero"`
+	Pulls    int64     `json:"pulls"`
+	LastPull time.Time `json:"last_pull,omitzero"`
 }
 
 func newStatsCmd() *cobra.Command {
@@ -49,12 +56,15 @@ func newStatsCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "stats [--json] [--top N]",
-		Short: "Show the cache's size, objects, pinned bytes and largest and most recently used repositories",
+		Short: "Show the cache's size, objects, pinned bytes and its largest, most pulled and most recently used repositories",
 		Long: `stats reads a cache directory (with or without a running server) and prints
 its blob bytes and objects, the bytes pinned by prefetch lists, and the top
-repositories by size and by most recent use. A repository's size counts every
-blob and manifest it links, so blobs shared by several repositories count in
-each. Last use comes from the access log a server persists every minute.`,
+repositories by size, by pulls and by most recent use. A repository's size
+counts every blob and manifest it links, so blobs shared by several
+repositories count in each. A pull is a client GET of a manifest answered 200
+(HEAD requests and blobs do not count); the counts of every server on the
+cache are merged. Servers persist pulls and last use every minute and when
+they stop.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if top < 1 {
@@ -119,6 +129,10 @@ func collectStats(ctx context.Context, store *storage.Store, top int) (*cacheSta
 	if err != nil {
 		return nil, err
 	}
+	pulls, err := usage.LoadPulls(ctx, store)
+	if err != nil {
+		return nil, err
+	}
 	repos, err := store.LinkedRepositories(ctx)
 	if err != nil {
 		return nil, err
@@ -126,7 +140,9 @@ func collectStats(ctx context.Context, store *storage.Store, top int) (*cacheSta
 	st.Repositories = len(repos)
 	all := make([]repoStats, 0, len(repos))
 	for _, repo := range repos {
-		rs := repoStats{Repo: repo}
+		c := pulls[repo]
+		delete(pulls, repo)
+		rs := repoStats{Repo: repo, Pulls: c.Count, LastPull: c.Last}
 		seen := map[digest.Digest]bool{}
 		for _, list := range []func(context.Context, string) ([]storage.LinkEntry, error){store.LayerLinks, store.RevisionLinks} {
 			links, err := list(ctx, repo)
@@ -149,6 +165,16 @@ func collectStats(ctx context.Context, store *storage.Store, top int) (*cacheSta
 		all = append(all, rs)
 	}
 	st.TopBySize = topRepos(all, top, func(a, b repoStats) bool { return a.Bytes > b.Bytes })
+	pulled := make([]repoStats, 0, len(all)+len(pulls))
+	for _, r := range all {
+		if r.Pulls > 0 {
+			pulled = append(pulled, r)
+		}
+	}
+	for repo, c := range pulls { // pulled, nothing cached any more
+		pulled = append(pulled, repoStats{Repo: repo, Pulls: c.Count, LastPull: c.Last})
+	}
+	st.TopByPulls = topRepos(pulled, top, func(a, b repoStats) bool { return a.Pulls > b.Pulls })
 	used := make([]repoStats, 0, len(all))
 	for _, r := range all {
 		if !r.LastUsed.IsZero() {
@@ -182,6 +208,10 @@ func printStats(w io.Writer, st *cacheStats) error {
 	_, _ = fmt.Fprintf(tw, "\nlargest repositories\tbytes\tobjects\tlast used\n")
 	for _, r := range st.TopBySize {
 		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", r.Repo, prefetch.HumanBytes(r.Bytes), r.Blobs, lastUsed(r.LastUsed))
+	}
+	_, _ = fmt.Fprintf(tw, "\nmost pulled\tpulls\tbytes\tlast pull\n")
+	for _, r := range st.TopByPulls {
+		_, _ = fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", r.Repo, r.Pulls, prefetch.HumanBytes(r.Bytes), lastUsed(r.LastPull))
 	}
 	_, _ = fmt.Fprintf(tw, "\nmost recently used\tbytes\tobjects\tlast used\n")
 	for _, r := range st.TopByUse {

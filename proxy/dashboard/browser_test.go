@@ -21,6 +21,7 @@ import (
 	"github.com/stowage/stowage/proxy/dashboard"
 	"github.com/stowage/stowage/proxy/internal/testenv"
 	"github.com/stowage/stowage/storage/evict"
+	"github.com/stowage/stowage/storage/usage"
 )
 
 // The browser tests drive Debian's chromium headless through chromedp.
@@ -179,6 +180,12 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.up.Push(t, "team/app:v1", testenv.OCIImage(t, 3, 96<<10))
 	e.up.ResetCounts()
+	pulls, err := usage.NewPulls(e.store, nil) // as serve wires it
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.SetPullCounter(pulls)
+	e.dash.SetPulls(pulls)
 	blobs, size := e.pull("team/app:v1")
 	e.pull("team/app:v1")
 
@@ -237,6 +244,13 @@ func TestBrowserOverviewAndContents(t *testing.T) {
 	p.wait("the repository", `document.querySelector('.repo-link[data-repo="docker.io/team/app"]') !== null`)
 	p.do("open the repository", chromedp.Click(chromedp.CSS(`.repo-link[data-repo="docker.io/team/app"]`)))
 	p.wait("the tag", `document.querySelector('#tags tr[data-tag="v1"]') !== null`)
+	// Two pulls, each one manifest GET by tag.
+	if got := eval[string](p, `document.getElementById("repo-pulls").dataset.pulls`); got != "2" {
+		t.Errorf("the repository shows %s pulls, want 2", got)
+	}
+	if got := eval[string](p, `document.querySelector("#repos tbody tr td:last-child").textContent`); got != "2" {
+		t.Errorf("the repository list shows %s pulls, want 2", got)
+	}
 	if got := eval[string](p, `document.querySelector('code[data-client="docker"]').textContent`); got != "docker pull "+e.host+"/docker.io/team/app:<tag>" {
 		t.Errorf("docker command: %q", got)
 	}

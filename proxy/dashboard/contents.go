@@ -34,6 +34,11 @@ type Repository struct {
 	Upstream string `json:"upstream"`
 	Path     string `json:"path"`
 	Tags     int    `json:"tags"`
+	// Pulls are the manifest GETs answered 200 (as this server counted
+	// them, on top of what the persisted counts held at its start);
+	// LastPull is the last one.
+	Pulls    int64      `json:"pulls"`
+	LastPull *time.Time `json:"last_pull,omitempty"`
 }
 
 // repoName is a cache repository name: the registry API's grammar (so no
@@ -69,7 +74,8 @@ func (d *Dashboard) repositories(w http.ResponseWriter, r *http.Request) {
 		}
 		host, path := splitRepo(n)
 		tags, _ := d.o.Store.Tags(r.Context(), n) // a repository of digests only has none
-		out = append(out, Repository{Name: n, Upstream: host, Path: path, Tags: len(tags)})
+		pulls, last := d.pulls(n)
+		out = append(out, Repository{Name: n, Upstream: host, Path: path, Tags: len(tags), Pulls: pulls, LastPull: last})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"repositories": out, "truncated": truncated})
 }
@@ -155,7 +161,8 @@ func (d *Dashboard) repository(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host, path := splitRepo(name)
-	det := RepositoryDetail{Repository: Repository{Name: name, Upstream: host, Path: path, Tags: len(tags)},
+	pulls, last := d.pulls(name)
+	det := RepositoryDetail{Repository: Repository{Name: name, Upstream: host, Path: path, Tags: len(tags), Pulls: pulls, LastPull: last},
 		PullHost: d.pullHost(r), TagList: []Tag{}}
 	det.Pull = pullCommands(det.PullHost, name, ":<tag>")
 	pins := d.pinIndex(ctx)

@@ -22,6 +22,7 @@ import (
 	"github.com/stowage/stowage/proxy/prefetch"
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/evict"
+	"github.com/stowage/stowage/storage/usage"
 )
 
 // Proxy is the in-memory state of the proxy the dashboard shows;
@@ -55,6 +56,12 @@ type UsageSource interface {
 // evictions, newest first.
 type EvictionSource interface {
 	RecentEvictions() []Eviction
+}
+
+// PullSource reports a cache repository's pulls (manifest GETs answered
+// 200); *usage.Pulls implements it.
+type PullSource interface {
+	Count(repo string) usage.PullCount
 }
 
 // Eviction is one blob removed to keep the cache within its limits (the
@@ -102,6 +109,7 @@ type Options struct {
 type Dashboard struct {
 	o        Options
 	usageSrc atomic.Pointer[UsageSource]
+	pullSrc  atomic.Pointer[PullSource]
 	tokenSum [32]byte
 	mux      *http.ServeMux
 	samples  *sampler
@@ -156,6 +164,22 @@ func New(o Options) (*Dashboard, error) {
 // that builds its index after the dashboard. A source that also has
 // IsReady() bool is shown as indexing until it is ready.
 func (d *Dashboard) SetUsage(u UsageSource) { d.usageSrc.Store(&u) }
+
+// SetPulls plugs in the pull counts shown with the repositories.
+func (d *Dashboard) SetPulls(p PullSource) { d.pullSrc.Store(&p) }
+
+// pulls returns repo's pull count, and its last pull (nil: none known).
+func (d *Dashboard) pulls(repo string) (int64, *time.Time) {
+	src := d.pullSrc.Load()
+	if src == nil {
+		return 0, nil
+	}
+	c := (*src).Count(repo)
+	if c.Last.IsZero() {
+		return c.Count, nil
+	}
+	return c.Count, &c.Last
+}
 
 func (d *Dashboard) usageSource() UsageSource {
 	if u := d.usageSrc.Load(); u != nil {

@@ -10,4 +10,10 @@
 // persisted in batches by an AccessLog (one small record per interval
 // under the store's stowage/access/ directory), never with a write per
 // hit; they are restored at start and read by "proxy gc".
+//
+// Pulls counts pulls (manifest GETs answered 200) per cache repository
+// the same way: in memory per pull, one small delta file per interval
+// under stowage/pulls/, restored at start, merged across the processes
+// sharing the store and compacted into snapshots without ever counting a
+// delta twice (pullfiles.go). "proxy stats" reads them with LoadPulls.
 package usage

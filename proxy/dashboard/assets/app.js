@@ -295,7 +295,8 @@ async function loadRepos() {
   fill($("repos").tBodies[0], r.repositories.map((x) => el("tr", {},
     el("td", {}, el("code", { text: x.upstream })),
     el("td", {}, el("button", { type: "button", class: "link repo-link", "data-repo": x.name, text: x.path, onclick: () => showRepo(x.name) })),
-    el("td", { class: "num", text: String(x.tags) }))));
+    el("td", { class: "num", text: String(x.tags) }),
+    el("td", { class: "num", title: x.last_pull ? "last pull " + x.last_pull : "", text: String(x.pulls || 0) }))));
 }
 
 function pullBlock(p) {
@@ -320,6 +321,8 @@ async function showRepo(name) {
     const r = await api("/api/v1/repository?name=" + encodeURIComponent(name));
     box.replaceChildren(
       el("h3", {}, el("code", { text: r.name })),
+      el("p", { class: "muted", id: "repo-pulls", "data-pulls": r.pulls || 0,
+        text: (r.pulls || 0) + " pulls" + (r.last_pull ? ", the last " + when(r.last_pull) : "") }),
       el("p", { class: "muted", text: "Pull through this Stowage (" + r.pull_host + "):" }),
       pullBlock(r.pull),
       el("div", { class: "scroll" }, el("table", { id: "tags" },
