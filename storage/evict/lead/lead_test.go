@@ -292,7 +292,7 @@ func TestLeadSteps(t *testing.T) {
 			},
 		},
 		{
-			name: "a request on the leader wakes it at once",
+			name:   "a request on the leader wakes it at once",
 			events: []event{resetWakes(), request(0), wantWakes(1, 0, 0)},
 		},
 		{
