@@ -95,8 +95,8 @@ type Engine struct {
 
 	trigger chan struct{}
 	// urgent is set by Trigger: a follower asks the leader for a pass.
-	urgent  atomic.Bool
-	recent  *recent.Ring[Eviction]
+	urgent atomic.Bool
+	recent *recent.Ring[Eviction]
 
 	// With a cluster (WithCluster): the lease, the shared view, and the
 	// changes not yet applied to it.
