@@ -408,3 +408,12 @@ func (v *sharedView) mayRemove() error {
 	}
 	return nil
 }
+
+// Role returns this replica's part in the cluster's eviction (lead.Local
+// without a cluster).
+func (e *Engine) Role() lead.Role {
+	if e.lead == nil {
+		return lead.Local
+	}
+	return e.lead.Role()
+}
