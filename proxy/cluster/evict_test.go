@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/evict"
 	"github.com/stowage/stowage/storage/evict/lead"
 	"github.com/stowage/stowage/storage/usage"
@@ -298,4 +299,72 @@ func TestRedisEvictUnavailable(t *testing.T) {
 		t.Errorf("Totals: %v, want ErrUnavailable", err)
 	}
 	t.Logf("three calls to a closed port took %v", time.Since(start))
+}
+
+// TestEvictEngineFallsBackToLocalWithoutRedis: an engine sharing its
+// bookkeeping through a Redis that refuses connections evicts over its own
+// view, as without a cluster: its role is Local and the cap holds.
+func TestEvictEngineFallsBackToLocalWithoutRedis(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	c := NewRedisClient(addr, "", 0, 100*time.Millisecond)
+	t.Cleanup(func() { _ = c.Close() })
+	leases := newLeases(t, c, testPrefix(t), time.Second, WithBackoff(200*time.Millisecond))
+	r := newEvictState(t, leases)
+	ld, err := lead.New(r, time.Second, lead.WithInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	eng, err := evict.New(store, evict.Policy{MaxSize: 250},
+		evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(50*time.Millisecond, time.Minute, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-eng.Index().Ready()
+	var ds []digest.Digest
+	for i := range 3 {
+		body := []byte(fmt.Sprintf("%0100d", i))
+		d := digest.FromBytes(body)
+		st, err := store.NewStaging(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.File.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CommitBlob(ctx, d, st); err != nil {
+			t.Fatal(err)
+		}
+		eng.Added(d, 100)
+		ds = append(ds, d)
+		time.Sleep(10 * time.Millisecond) // distinct commit times
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		used, _ := eng.Usage()
+		if used <= 250 && eng.Role() == lead.Local {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage %d, role %v: want a local pass under the cap", used, eng.Role())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := store.StatBlob(ctx, ds[0]); err == nil {
+		t.Error("the least recently used blob is still there")
+	}
 }
