@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +27,17 @@ type removals struct {
 	active  map[string]int // replica -> removals running
 	by      map[string]int // replica -> blobs removed
 	overlap []string
+}
+
+// count returns how many blobs each replica removed.
+func (r *removals) count() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(r.by))
+	for k, v := range r.by {
+		out[k] = v
+	}
+	return out
 }
 
 // evictStore is one replica's store as its engine sees it.
@@ -61,19 +74,20 @@ type evictReplica struct {
 }
 
 // TestClusterEvictionSharedAcrossReplicas: three replicas on one cache
-// directory, the real Redis and a real upstream registry, a 22 MiB cap.
+// directory, the real Redis and a real upstream registry, a 38 MiB cap.
 // Images are pulled through all three; the replica holding the eviction
 // lease evicts for the cluster: the cap holds for the whole cache (the
 // shared usage matches the bytes on disk), no two replicas evict at once,
-// a blob pulled again on another replica is not evicted as unused, the
-// pinned image survives, evicted content refetches with the right digest,
+// a blob pulled again on another replica is not evicted as unused, nor
+// one another replica is streaming to a slow client, the pinned image
+// survives, evicted content refetches with the right digest,
 // every replica's metrics show the cluster's usage; when the leader stops,
 // another replica takes over; with the upstream stopped the pinned image
 // still pulls from every replica.
 func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	const (
 		mib   = int64(1) << 20
-		limit = 22 * mib
+		limit = 38 * mib
 		layer = 2 * mib
 		grace = 3 * time.Second
 	)
@@ -155,14 +169,32 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	}
 	pushImage("library/hot", layer, 200)
 	pushImage("library/pinned", 4*mib, 201)
+	heldImg, heldLayer := testenv.RawBlobImage(t, 16*mib, 202)
+	up.Push(t, "library/held:v1", heldImg)
+	hl, err := heldLayer.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := digest.Digest(hl.String())
 	const images = 11
 	for i := range images {
 		pushImage(fmt.Sprintf("library/img%d", i), layer, uint64(300+i))
 	}
 
-	// Phase 1, under the cap: hot (the oldest), the pinned image, and
-	// seven images spread over the replicas.
+	// Phase 1, under the cap: hot (the oldest), a 16 MiB blob, the pinned
+	// image, and seven images spread over the replicas.
 	hot := viaC.e.pullImage(t, "library/hot", "v1")
+	leader.e.pullImage(t, "library/held", "v1")
+	// A slow client of C holds the 16 MiB blob open (too big for the
+	// socket buffers): in use on C only, and, by its last access, older
+	// than the seven images that follow.
+	slow := viaC.e.get(ctx, http.MethodGet, "/v2/library/held/blobs/"+held.String(), nil)
+	head := make([]byte, 1024)
+	if _, err := io.ReadFull(slow.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the held blob in use on C", func() bool { return viaC.e.proxy.InUse(held) })
+	time.Sleep(1100 * time.Millisecond) // the shared view keeps whole seconds
 	pinned := leader.e.pullImage(t, "library/pinned", "v1")
 	if err := leader.e.store.PutPin(ctx, storage.Pin{Name: "base", Updated: time.Now(), Blobs: pinned}); err != nil {
 		t.Fatal(err)
@@ -176,9 +208,10 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	time.Sleep(grace + 500*time.Millisecond)
 	viaB.e.pullImage(t, "library/hot", "v1")
 
-	// Phase 2: four more images at once, through all replicas: 28 MiB,
+	// Phase 2: four more images at once, through all replicas: 44 MiB,
 	// over the cap. The leader evicts the least recently used (the
-	// phase-1 images) down to 90% of the cap.
+	// phase-1 images, but neither the held blob nor hot) down to 90% of
+	// the cap.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for i := 7; i < images; i++ {
@@ -205,20 +238,26 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	}
 	used := settled(reps)
 	onDisk := diskUsage(t, leader.e.store)
-	t.Logf("cluster usage %d bytes (%.1f MiB), on disk %d; removals by replica %v", used, float64(used)/float64(mib), onDisk, rec.by)
+	by := rec.count()
+	t.Logf("cluster usage %d bytes (%.1f MiB), on disk %d; removals by replica %v", used, float64(used)/float64(mib), onDisk, by)
 	if onDisk > limit+layer {
 		t.Errorf("%d bytes on disk, cap %d (+ one blob)", onDisk, limit)
 	}
 	if onDisk != used {
 		t.Errorf("shared usage %d, bytes on disk %d: the bookkeeping lost commits or evictions", used, onDisk)
 	}
-	if rec.by[leader.name] == 0 || rec.by[viaB.name]+rec.by[viaC.name] != 0 {
-		t.Errorf("removals by replica %v: want only the leader %s", rec.by, leader.name)
+	if by[leader.name] == 0 || by[viaB.name]+by[viaC.name] != 0 {
+		t.Errorf("removals by replica %v: want only the leader %s", by, leader.name)
 	}
-	for _, d := range append(append([]digest.Digest{}, pinned...), hot...) {
+	for _, d := range append(append([]digest.Digest{held}, pinned...), hot...) {
 		if _, err := leader.e.store.StatBlob(ctx, d); err != nil {
-			t.Errorf("pinned or recently pulled blob %s evicted: %v", d, err)
+			t.Errorf("pinned, held or recently pulled blob %s evicted: %v", d, err)
 		}
+	}
+	got, n, err := readAllHash(io.MultiReader(bytesReader(head), slow.Body))
+	slow.Body.Close()
+	if err != nil || got != held || n != 16*mib {
+		t.Fatalf("slow client: %d bytes hashing to %s (%v)", n, got, err)
 	}
 	// Every replica's metrics show the cluster's usage, not its own view.
 	for _, r := range reps {
@@ -252,16 +291,18 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	// evicts what the next pulls bring over the cap.
 	leader.stop()
 	next := leaderOf(others)
-	before := rec.by[next.name]
+	before := rec.count()[next.name]
 	time.Sleep(grace)
 	for i := range images {
 		others[i%2].e.pullImage(t, fmt.Sprintf("library/img%d", i), "v1")
 	}
 	used = settled(others)
 	rec.mu.Lock()
-	after, overlap := rec.by[next.name], rec.overlap
+	overlap := rec.overlap
 	rec.mu.Unlock()
-	t.Logf("after the handover to %s: cluster usage %d, removals by replica %v", next.name, used, rec.by)
+	by = rec.count()
+	after := by[next.name]
+	t.Logf("after the handover to %s: cluster usage %d, removals by replica %v", next.name, used, by)
 	if after == before {
 		t.Errorf("the new leader %s evicted nothing", next.name)
 	}
