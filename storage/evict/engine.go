@@ -316,13 +316,19 @@ func (e *Engine) rescan(ctx context.Context) {
 	}
 }
 
-// saveAtShutdown persists the last accesses, on a short deadline of its
-// own (ctx has ended).
+// saveAtShutdown persists the last accesses (and, in a cluster, applies
+// the last changes to the shared view), on a short deadline of its own
+// (ctx has ended).
 func (e *Engine) saveAtShutdown(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := e.access.Save(sctx); err != nil {
 		e.log.Warn("saving access times at shutdown", "err", err)
+	}
+	if e.shared != nil {
+		if err := e.flush(sctx); err != nil {
+			e.log.Warn("applying the last changes to the cluster's usage at shutdown", "err", err)
+		}
 	}
 }
 

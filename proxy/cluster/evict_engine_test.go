@@ -1,0 +1,120 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/storage/evict"
+	"github.com/stowage/stowage/storage/evict/lead"
+)
+
+// countingStore counts one engine's removals.
+type countingStore struct {
+	*storage.Store
+	removed atomic.Int32
+}
+
+func (s *countingStore) RemoveBlob(ctx context.Context, d digest.Digest, repos []string) (int, error) {
+	s.removed.Add(1)
+	return s.Store.RemoveBlob(ctx, d, repos)
+}
+
+// TestEvictFollowerTriggerRunsOnTheLeader: two engines on one store and
+// the real Redis; the follower runs out of space (Trigger, as a write
+// failing with ENOSPC does): it does not evict itself, the leader does,
+// within a few lease steps, although its own periodic pass is an hour
+// away.
+func TestEvictFollowerTriggerRunsOnTheLeader(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t)
+	store, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	var free atomic.Uint64
+	free.Store(1000)
+	disk := func() (uint64, uint64, error) { return 1000, free.Load(), nil }
+	policy := evict.Policy{MinFree: func(total uint64) uint64 { return total / 10 }}
+
+	type node struct {
+		eng   *evict.Engine
+		store *countingStore
+	}
+	start := func() node {
+		r := newEvictState(t, newLeases(t, c, prefix, time.Second))
+		ld, err := lead.New(r, time.Second, lead.WithInterval(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := &countingStore{Store: store}
+		eng, err := evict.New(cs, policy, evict.WithDiskSpace(disk),
+			evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = eng.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return node{eng, cs}
+	}
+	first := start()
+	waitUntil(t, "the first engine to lead", func() bool { return first.eng.Role() == lead.Leader })
+	second := start()
+	waitUntil(t, "the second engine to follow", func() bool { return second.eng.Role() == lead.Follower })
+
+	// Blobs committed through the follower reach the shared view.
+	var ds []digest.Digest
+	for i := range 3 {
+		body := []byte(fmt.Sprintf("%0100d", i))
+		d := digest.FromBytes(body)
+		st, err := store.NewStaging(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.File.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CommitBlob(t.Context(), d, st); err != nil {
+			t.Fatal(err)
+		}
+		second.eng.Added(d, 100)
+		ds = append(ds, d)
+		time.Sleep(1100 * time.Millisecond) // distinct seconds: a known order
+	}
+	waitUntil(t, "the cluster's usage on the leader", func() bool { used, _ := first.eng.Usage(); return used == 300 })
+
+	// 80 bytes free of 1000, floor 100: free 110-80 = 30 bytes, the oldest blob.
+	free.Store(80)
+	second.eng.Trigger()
+	waitUntil(t, "the leader's pass", func() bool { return first.store.removed.Load() > 0 })
+	if n := second.store.removed.Load(); n != 0 {
+		t.Errorf("the follower removed %d blobs itself", n)
+	}
+	if _, err := store.StatBlob(t.Context(), ds[0]); err == nil {
+		t.Error("the least recently used blob is still there")
+	}
+	for _, d := range ds[1:] {
+		if _, err := store.StatBlob(t.Context(), d); err != nil {
+			t.Errorf("blob %s evicted beyond the need: %v", d, err)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
