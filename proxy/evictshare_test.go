@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -185,10 +188,9 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	// image, and seven images spread over the replicas.
 	hot := viaC.e.pullImage(t, "library/hot", "v1")
 	leader.e.pullImage(t, "library/held", "v1")
-	// A slow client of C holds the 16 MiB blob open (too big for the
-	// socket buffers): in use on C only, and, by its last access, older
-	// than the seven images that follow.
-	slow := viaC.e.get(ctx, http.MethodGet, "/v2/library/held/blobs/"+held.String(), nil)
+	// A slow client of C holds the 16 MiB blob open: in use on C only,
+	// and, by its last access, older than the seven images that follow.
+	slow := slowGet(t, viaC.e.srv.URL+"/v2/library/held/blobs/"+held.String())
 	head := make([]byte, 1024)
 	if _, err := io.ReadFull(slow.Body, head); err != nil {
 		t.Fatal(err)
@@ -318,6 +320,34 @@ func TestClusterEvictionSharedAcrossReplicas(t *testing.T) {
 	for _, r := range reps {
 		r.e.pullImage(t, "library/pinned", "v1")
 	}
+}
+
+// slowGet starts a GET whose client reads nothing until told to: its
+// receive buffer is fixed small (no autotuning), so the server cannot
+// finish writing a blob of several MiB into the socket and keeps serving it.
+func slowGet(t *testing.T, url string) *http.Response {
+	t.Helper()
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+		})
+		return errors.Join(err, serr)
+	}}
+	tr := &http.Transport{DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return resp
 }
 
 // gaugeValue reads an unlabelled gauge from reg.

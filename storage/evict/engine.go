@@ -362,6 +362,11 @@ func (e *Engine) runPass(ctx context.Context, urgent bool) {
 		return
 	}
 	res, err := e.Pass(ctx)
+	e.passDone(ctx, res, err)
+}
+
+// passDone logs (once per episode of shortage) and reports a pass.
+func (e *Engine) passDone(ctx context.Context, res PassResult, err error) {
 	if err != nil && ctx.Err() == nil {
 		e.log.Warn("eviction pass", "err", err)
 	}
@@ -404,9 +409,14 @@ func (e *Engine) requestPass(ctx context.Context) {
 		e.requestedAt = now
 	}
 	e.pmu.Unlock()
-	if !skip {
-		e.lead.Request(ctx)
+	if skip || !e.lead.Request(ctx) {
+		return
 	}
+	// The lease store cannot be reached and room is needed now: a pass
+	// over this replica's own view.
+	now = e.now()
+	res, err := e.pass(ctx, &localView{x: e.index, note: e.noteRemoved, until: now.Add(-e.policy.Grace)}, now)
+	e.passDone(ctx, res, err)
 }
 
 // Pass runs one eviction pass now, over the view this replica's role

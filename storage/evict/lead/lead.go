@@ -6,8 +6,12 @@
 // for lack of space.
 //
 // A replica that cannot reach the lease store (Redis down, slow or
-// partitioned) falls back to Local: it runs passes over its own view, as a
-// replica without Redis does. A leader stops being Leader when its lease's
+// partitioned) stops leading at once, skips passes while the store may
+// just have hiccuped (for one lease TTL: a blip must not make every replica
+// evict over its partial view), and then falls back to Local: it runs
+// passes over its own view, as a replica without Redis does. A request for
+// room made meanwhile (Request) is answered with a local pass at once:
+// space is needed now. A leader stops being Leader when its lease's
 // validity, counted from before the call that took or renewed it, ends
 // without a successful renewal, so two replicas never both believe they
 // lead while the store is reachable.
@@ -72,6 +76,7 @@ type Lead struct {
 	role       Role
 	validUntil time.Time // while Leader: the lease's validity
 	down       bool      // the backend failed (one episode, logged once)
+	downSince  time.Time // when the episode began
 	wake       chan struct{}
 }
 
@@ -110,10 +115,18 @@ func New(b Backend, ttl time.Duration, opts ...Option) (*Lead, error) {
 }
 
 // Role returns the current role. A Leader whose lease validity has ended
-// without a renewal is a Follower (it cannot know who holds the lease).
+// without a renewal is a Follower (it cannot know who holds the lease); a
+// replica that cannot reach the store is a Follower for one TTL, then
+// Local.
 func (l *Lead) Role() Role {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.down {
+		if time.Since(l.downSince) < l.ttl {
+			return Follower
+		}
+		return Local
+	}
 	if l.role == Leader && !time.Now().Before(l.validUntil) {
 		return Follower
 	}
@@ -133,16 +146,19 @@ func (l *Lead) signal() {
 
 // Request asks for a pass soon, wherever it runs: at once on a Leader or
 // a Local replica (through Wake), else from the holder of the lease. It
-// does I/O bounded by the backend's timeout.
-func (l *Lead) Request(ctx context.Context) {
+// reports whether the caller should run a local pass itself now: the
+// store cannot be reached to ask. It does I/O bounded by the backend's
+// timeout.
+func (l *Lead) Request(ctx context.Context) (local bool) {
 	if r := l.Role(); r != Follower {
 		l.signal()
-		return
+		return false
 	}
 	if err := l.b.Request(ctx); err != nil {
 		l.failed(ctx, err)
-		l.signal() // Local now: run a local pass
+		return ctx.Err() == nil
 	}
+	return false
 }
 
 // Run renews or seeks the lease every interval until ctx ends, then
@@ -196,7 +212,7 @@ func (l *Lead) Step(ctx context.Context) {
 		l.role, l.validUntil = Follower, time.Time{}
 	}
 	wasDown := l.down
-	l.down = false
+	l.down, l.downSince = false, time.Time{}
 	l.mu.Unlock()
 	if wasDown {
 		l.log.Info("eviction lease store is back; one replica at a time evicts again")
@@ -221,20 +237,23 @@ func (l *Lead) Step(ctx context.Context) {
 	}
 }
 
-// failed switches to Local after a backend error (logged once per
-// episode). A leader's lease may still be valid, but it cannot renew it:
-// it evicts locally, as every replica does without the store.
+// failed starts (or continues) an episode without the store after a
+// backend error, logged once. A leader stops leading at once: its lease
+// may still be valid, but it cannot renew it. Role turns Local one TTL
+// into the episode.
 func (l *Lead) failed(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
 	l.mu.Lock()
-	l.role, l.validUntil = Local, time.Time{}
+	l.role, l.validUntil = Follower, time.Time{}
 	first := !l.down
-	l.down = true
+	if first {
+		l.down, l.downSince = true, time.Now()
+	}
 	l.mu.Unlock()
 	if first {
-		l.log.Warn("eviction lease store unavailable; evicting over this replica's own view until it answers",
-			"err", err)
+		l.log.Warn("eviction lease store unavailable; evicting over this replica's own view if it does not answer within the lease TTL",
+			"err", err, "ttl", l.ttl)
 	}
 }

@@ -183,6 +183,18 @@ func request(i int) event {
 	return func(c *cluster) { c.leads[i].Request(context.Background()); synctest.Wait() }
 }
 
+// requestLocal asks replica i for a pass and checks whether it must run
+// one locally.
+func requestLocal(i int, want bool) event {
+	return func(c *cluster) {
+		c.t.Helper()
+		if got := c.leads[i].Request(context.Background()); got != want {
+			c.t.Fatalf("replica %d: Request says run locally = %v, want %v", i, got, want)
+		}
+		synctest.Wait()
+	}
+}
+
 func resetWakes() event {
 	return func(c *cluster) {
 		c.wakeMu.Lock()
@@ -296,26 +308,38 @@ func TestLeadSteps(t *testing.T) {
 			events: []event{resetWakes(), request(0), wantWakes(1, 0, 0)},
 		},
 		{
-			name: "a follower cut from the store goes local, and follows again when it is back",
+			name: "a follower cut from the store skips passes for one TTL (a blip), then goes local, and follows again when it is back",
 			events: []event{
-				cut(1, true), sleep(ttl / 3), wantRoles(Leader, Local, Follower),
+				cut(1, true), sleep(ttl / 3), wantRoles(Leader, Follower, Follower),
+				sleep(ttl/3 + ttl/3), wantRoles(Leader, Follower, Follower),
+				sleep(ttl / 3), wantRoles(Leader, Local, Follower),
 				resetWakes(), request(1), wantWakes(0, 1, 0), // local: it runs its own pass
 				cut(1, false), sleep(ttl / 3), wantRoles(Leader, Follower, Follower),
 			},
 		},
 		{
-			name: "a leader cut from the store goes local at once; another leads only after the lease expired",
+			name: "a blip shorter than the TTL never makes a replica evict on its own",
 			events: []event{
-				cut(0, true), sleep(ttl / 3), wantRoles(Local, Follower, Follower),
-				sleep(ttl / 3), wantRoles(Local, Follower, Follower),
-				sleep(ttl / 3), wantRole(0, Local), wantOneLeader(),
+				cut(1, true), cut(2, true), sleep(ttl / 3), wantRoles(Leader, Follower, Follower),
+				cut(1, false), cut(2, false), sleep(ttl / 3), wantRoles(Leader, Follower, Follower),
+				sleep(ttl), wantRoles(Leader, Follower, Follower),
+			},
+		},
+		{
+			name: "a leader cut from the store stops leading at once; another leads only after the lease expired; it goes local after one TTL",
+			events: []event{
+				cut(0, true), sleep(ttl / 3), wantRoles(Follower, Follower, Follower),
+				sleep(ttl / 3), wantRoles(Follower, Follower, Follower),
+				sleep(ttl / 3), wantRole(0, Follower), wantOneLeader(),
+				sleep(ttl / 3), wantRole(0, Local), wantOneLeader(), // one TTL after its first failed step
 				cut(0, false), sleep(ttl / 3), wantRole(0, Follower), wantOneLeader(),
 			},
 		},
 		{
-			name: "a request while the follower cannot reach the store makes it run a local pass",
+			name: "a request while the follower cannot reach the store asks it to run a local pass at once",
 			events: []event{
-				cut(2, true), resetWakes(), request(2), wantRoles(Leader, Follower, Local), wantWakes(0, 0, 1),
+				cut(2, true), resetWakes(), requestLocal(2, true), wantRoles(Leader, Follower, Follower), wantWakes(0, 0, 0),
+				requestLocal(1, false), sleep(ttl / 3), wantWakes(1, 0, 0),
 			},
 		},
 	}
