@@ -118,3 +118,69 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestEvictLeaderReseedsAfterRedisLostItsData: the shared usage is gone
+// (a Redis restarted without persistence); the leader rebuilds it from the
+// storage, and the totals are right again on every replica.
+func TestEvictLeaderReseedsAfterRedisLostItsData(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t)
+	store, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	var keys []string
+	start := func() *evict.Engine {
+		r := newEvictState(t, newLeases(t, c, prefix, time.Second))
+		keys = r.keys
+		ld, err := lead.New(r, time.Second, lead.WithInterval(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng, err := evict.New(store, evict.Policy{MaxSize: 1 << 30},
+			evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = eng.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return eng
+	}
+	a, b := start(), start()
+	var total int64
+	for i := range 5 {
+		body := []byte(fmt.Sprintf("%0*d", 100*(i+1), i))
+		d := digest.FromBytes(body)
+		st, err := store.NewStaging(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.File.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CommitBlob(t.Context(), d, st); err != nil {
+			t.Fatal(err)
+		}
+		[]*evict.Engine{a, b}[i%2].Added(d, int64(len(body)))
+		total += int64(len(body))
+	}
+	both := func(want int64) func() bool {
+		return func() bool {
+			ua, oa := a.Usage()
+			ub, ob := b.Usage()
+			return ua == want && ub == want && oa == 5 && ob == 5
+		}
+	}
+	waitUntil(t, "the shared usage on both replicas", both(total))
+	if err := c.Del(t.Context(), keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the usage reseeded from the storage", func() bool {
+		tot, err := newEvictState(t, newLeases(t, c, prefix, time.Second)).Totals(t.Context())
+		return err == nil && tot.Seeded && tot.Bytes == total && tot.Objects == 5
+	})
+	waitUntil(t, "the reseeded usage on both replicas", both(total))
+}
