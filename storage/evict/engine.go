@@ -409,7 +409,7 @@ func (e *Engine) requestPass(ctx context.Context) {
 		e.requestedAt = now
 	}
 	e.pmu.Unlock()
-	if skip || !e.lead.Request(ctx) {
+	if skip || !e.lead.Request(ctx) || !e.index.IsReady() {
 		return
 	}
 	// The lease store cannot be reached and room is needed now: a pass
