@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,4 +184,69 @@ func TestEvictLeaderReseedsAfterRedisLostItsData(t *testing.T) {
 		return err == nil && tot.Seeded && tot.Bytes == total && tot.Objects == 5
 	})
 	waitUntil(t, "the reseeded usage on both replicas", both(total))
+}
+
+// TestEvictTriggerWithoutRedisEvictsAtOnce: Redis refuses connections and
+// a write failed for lack of space (Trigger): the replica cannot ask a
+// leader, so it evicts over its own view at once, well before its lease
+// TTL (10 s) would make it evict locally by itself.
+func TestEvictTriggerWithoutRedisEvictsAtOnce(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	c := NewRedisClient(addr, "", 0, 100*time.Millisecond)
+	t.Cleanup(func() { _ = c.Close() })
+	r := newEvictState(t, newLeases(t, c, testPrefix(t), time.Second))
+	ld, err := lead.New(r, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	var free atomic.Uint64
+	free.Store(1000)
+	eng, err := evict.New(store, evict.Policy{MinFree: func(total uint64) uint64 { return total / 10 }},
+		evict.WithDiskSpace(func() (uint64, uint64, error) { return 1000, free.Load(), nil }),
+		evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-eng.Index().Ready()
+	body := []byte("a blob that must go")
+	d := digest.FromBytes(body)
+	st, err := store.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CommitBlob(ctx, d, st); err != nil {
+		t.Fatal(err)
+	}
+	eng.Added(d, int64(len(body)))
+	waitUntil(t, "Redis to be seen as down", func() bool { return ld.Role() == lead.Follower && eng.Role() != lead.Leader })
+	free.Store(50)
+	start := time.Now()
+	eng.Trigger()
+	waitUntil(t, "the local pass", func() bool {
+		_, err := store.StatBlob(ctx, d)
+		return err != nil
+	})
+	t.Logf("evicted %v after the trigger", time.Since(start))
+	// Still within the TTL: the pass was the one run on request.
+	if r := eng.Role(); r == lead.Local {
+		t.Errorf("role %v: the pass was not the one on request", r)
+	}
 }
