@@ -140,6 +140,8 @@ type Cache struct {
 	// MaxSize caps the bytes of cached blobs (layers, configs and
 	// manifests), e.g. "200GiB" or "500GB"; 0 means no cap. Past it,
 	// eviction removes least recently used blobs down to 90% of the cap.
+	// With Redis the cap is for the whole cache (every replica on the
+	// storage), and one replica at a time evicts.
 	MaxSize ByteSize `yaml:"max_size"`
 	// MinFree keeps this much of the cache's filesystem free: a share
 	// ("10%") or a size ("20GiB"); 0 means no floor. Below it, eviction

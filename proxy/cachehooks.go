@@ -58,6 +58,17 @@ func (p *Proxy) InUse(d digest.Digest) bool {
 	return p.serving.busy(d)
 }
 
+// BlobsInUse lists the cached blobs being served right now. With a
+// cluster, the eviction engine reports them as used at every sync, so
+// that no other replica evicts them (blobs being filled are not cached
+// yet, so no eviction can reach them).
+func (p *Proxy) BlobsInUse() []digest.Digest { return p.serving.list() }
+
+// Coordinator returns the fill coordinator given WithCoordinator (nil
+// without): the eviction engine shares its Redis client, namespace and
+// circuit breaker.
+func (p *Proxy) Coordinator() Coordinator { return p.coord }
+
 // servingSet counts the responses streaming each cached blob.
 type servingSet struct {
 	mu sync.Mutex
@@ -85,4 +96,14 @@ func (s *servingSet) busy(d digest.Digest) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.n[d] > 0
+}
+
+func (s *servingSet) list() []digest.Digest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]digest.Digest, 0, len(s.n))
+	for d := range s.n {
+		out = append(out, d)
+	}
+	return out
 }

@@ -47,7 +47,7 @@ type indexUsage struct {
 }
 
 func (u indexUsage) Usage() (used, capacity, fsTotal, fsFree int64, objects int) {
-	used, objects = u.eng.Index().Usage()
+	used, objects = u.eng.Usage() // the cluster's, with Redis
 	if u.disk != nil {
 		if total, free, err := u.disk(); err == nil {
 			fsTotal, fsFree = int64(total), int64(free) //nolint:gosec // filesystem sizes fit

@@ -153,21 +153,6 @@ func startPacedUpstream(t *testing.T, layers int64, layerSize int64) (*pacedUpst
 	return u, srv.URL, blobs
 }
 
-// needRealRedis skips (fails in CI) without the shared real Redis.
-func needRealRedis(t *testing.T) {
-	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	defer rc.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := rc.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
-}
-
 // jobsAPI talks to one replica's admin API.
 type jobsAPI struct {
 	t    *testing.T

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
 	"time"
@@ -11,10 +12,6 @@ import (
 
 	"github.com/stowage/stowage/proxy/internal/jobclaim"
 )
-
-// ErrUnavailable is returned by RedisJobs when Redis cannot be reached (it
-// failed, timed out, or the circuit breaker keeps it out for a while).
-var ErrUnavailable = errors.New("cluster: the shared job list in Redis cannot be reached")
 
 // RedisJobs is the cluster's shared list of prefetch jobs, under the
 // cache's namespace:
@@ -63,7 +60,7 @@ func (j *RedisJobs) do(ctx context.Context, f func(ctx context.Context) error) e
 		return err
 	}
 	if !ok {
-		return ErrUnavailable
+		return fmt.Errorf("%w: the shared job list cannot be reached", ErrUnavailable)
 	}
 	return nil
 }

@@ -18,4 +18,12 @@
 //
 // Evicting a blob removes the repositories' _layers links to it first, in
 // the same pass, so a stock registry on the same root stays consistent.
+//
+// Replicas sharing one storage share the bookkeeping too (WithCluster): each
+// applies its commits, removals and hits, and the blobs it is serving, to a
+// Shared view (Redis, in proxy/cluster) every sync interval, never once per
+// hit; the replica holding the eviction lease (package lead) runs the
+// passes over that view, least recently used by any replica first; the
+// others skip theirs and ask the holder for one when they need room. When
+// the lease store fails, each replica evicts over its own index again.
 package evict

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/storage"
+	"github.com/stowage/stowage/storage/evict/lead"
 	"github.com/stowage/stowage/storage/recent"
 	"github.com/stowage/stowage/storage/usage"
 )
@@ -91,7 +94,20 @@ type Engine struct {
 	background      []func(context.Context) error
 
 	trigger chan struct{}
-	recent  *recent.Ring[Eviction]
+	// urgent is set by Trigger: a follower asks the leader for a pass.
+	urgent atomic.Bool
+	recent *recent.Ring[Eviction]
+
+	// With a cluster (WithCluster): the lease, the shared view, and the
+	// changes not yet applied to it.
+	lead         *lead.Lead
+	shared       Shared
+	syncInterval time.Duration
+	pmu          sync.Mutex
+	pending      pending
+	sharedTotals Totals
+	syncedAt     time.Time
+	requestedAt  time.Time // last request to the leader (rate-limited)
 	// short is set while passes cannot free what they need.
 	short bool
 	// afterPass, when set, sees every pass's result (tests).
@@ -149,12 +165,19 @@ func New(store Store, p Policy, opts ...Option) (*Engine, error) {
 		persistInterval: time.Minute,
 		rescanInterval:  6 * time.Hour,
 		trigger:         make(chan struct{}, 1),
+		pending:         newPending(),
 	}
 	for _, o := range opts {
 		o(e)
 	}
 	if e.interval <= 0 || e.persistInterval <= 0 || e.rescanInterval <= 0 {
 		return nil, errors.New("evict: intervals must be positive")
+	}
+	if (e.lead == nil) != (e.shared == nil) {
+		return nil, errors.New("evict: a cluster needs both a lead and a shared view")
+	}
+	if e.shared != nil && (e.syncInterval <= 0 || (p.Grace > 0 && e.syncInterval*4 > p.Grace)) {
+		return nil, errors.New("evict: the cluster sync interval must be positive and well below the grace period")
 	}
 	if p.MinFree != nil && e.disk == nil {
 		return nil, errors.New("evict: min_free needs a way to measure free space")
@@ -173,23 +196,39 @@ func (e *Engine) Index() *usage.Index { return e.index }
 // Added implements Hooks.
 func (e *Engine) Added(d digest.Digest, size int64) {
 	e.index.Added(d, size)
+	e.noteAdded(d, size, false)
 	e.triggerIfOver()
 }
 
 // ManifestAdded implements Hooks.
 func (e *Engine) ManifestAdded(d digest.Digest, size int64) {
 	e.index.ManifestAdded(d, size)
+	e.noteAdded(d, size, true)
 	e.triggerIfOver()
 }
 
 // Touched implements Hooks.
-func (e *Engine) Touched(d digest.Digest) { e.index.Touched(d) }
+func (e *Engine) Touched(d digest.Digest) {
+	e.index.Touched(d)
+	e.noteTouched(d)
+}
 
 // Removed implements Hooks.
-func (e *Engine) Removed(d digest.Digest) { e.index.Removed(d) }
+func (e *Engine) Removed(d digest.Digest) {
+	e.index.Removed(d)
+	e.noteRemoved(d)
+}
 
 // Trigger implements Hooks: a pass runs as soon as the engine is free.
+// In a cluster, a replica that does not hold the eviction lease asks the
+// holder for one instead (or runs it itself when the lease store is
+// unavailable).
 func (e *Engine) Trigger() {
+	e.urgent.Store(true)
+	e.poke()
+}
+
+func (e *Engine) poke() {
 	select {
 	case e.trigger <- struct{}{}:
 	default: // one is pending already
@@ -197,11 +236,12 @@ func (e *Engine) Trigger() {
 }
 
 func (e *Engine) triggerIfOver() {
-	if e.policy.MaxSize == 0 {
+	// In a cluster the leader checks the cluster's usage at every sync.
+	if e.policy.MaxSize == 0 || e.shared != nil {
 		return
 	}
 	if used, _ := e.index.Usage(); used > e.policy.MaxSize {
-		e.Trigger()
+		e.poke()
 	}
 }
 
@@ -211,7 +251,26 @@ var _ Hooks = (*Engine)(nil)
 // its policy until ctx ends; it returns nil then, after persisting the
 // access times. It never blocks start-up: serving goes on while the index
 // is built, and passes wait for it.
+//
+// With a cluster (WithCluster) it also runs the lease, applies this
+// replica's changes to the shared view every sync interval, and runs
+// passes only as the leader (or when the lease store is unavailable).
 func (e *Engine) Run(ctx context.Context) error {
+	var (
+		wg    sync.WaitGroup
+		syncC <-chan time.Time
+		wake  <-chan struct{}
+	)
+	if e.lead != nil {
+		lctx, stopLead := context.WithCancel(ctx)
+		wg.Go(func() { _ = e.lead.Run(lctx) })
+		// The lease is released when Run returns (after the last pass).
+		defer wg.Wait()
+		defer stopLead()
+		t := time.NewTicker(e.syncInterval)
+		defer t.Stop()
+		syncC, wake = t.C, e.lead.Wake()
+	}
 	e.startup(ctx)
 	pass := time.NewTicker(e.interval)
 	defer pass.Stop()
@@ -225,28 +284,51 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.saveAtShutdown(ctx)
 			return nil
 		case <-e.trigger:
-			e.runPass(ctx)
+			e.runPass(ctx, e.urgent.Swap(false))
+		case <-wake:
+			e.runPass(ctx, false)
 		case <-pass.C:
-			e.runPass(ctx)
+			e.runPass(ctx, false)
+		case <-syncC:
+			e.sync(ctx)
 		case <-persist.C:
 			if err := e.access.Save(ctx); err != nil && ctx.Err() == nil {
 				e.log.Warn("saving access times", "err", err)
 			}
 		case <-rescan.C:
-			if err := e.index.Rebuild(ctx, e.store); err != nil && ctx.Err() == nil {
-				e.log.Warn("rebuilding the usage index", "err", err)
-			}
+			e.rescan(ctx)
 		}
 	}
 }
 
-// saveAtShutdown persists the last accesses, on a short deadline of its
-// own (ctx has ended).
+// rescan rebuilds the index from the storage; the leader of a cluster then
+// reconciles the shared view with it.
+func (e *Engine) rescan(ctx context.Context) {
+	started := e.now()
+	if err := e.index.Rebuild(ctx, e.store); err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("rebuilding the usage index", "err", err)
+		}
+		return
+	}
+	if e.lead != nil && e.lead.Role() == lead.Leader {
+		e.reconcile(ctx, started)
+	}
+}
+
+// saveAtShutdown persists the last accesses (and, in a cluster, applies
+// the last changes to the shared view), on a short deadline of its own
+// (ctx has ended).
 func (e *Engine) saveAtShutdown(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := e.access.Save(sctx); err != nil {
 		e.log.Warn("saving access times at shutdown", "err", err)
+	}
+	if e.shared != nil {
+		if err := e.flush(sctx); err != nil {
+			e.log.Warn("applying the last changes to the cluster's usage at shutdown", "err", err)
+		}
 	}
 }
 
@@ -271,11 +353,20 @@ func (e *Engine) startup(ctx context.Context) {
 	}
 	bytes, objects := e.index.Usage()
 	e.log.Info("usage index ready", "bytes", bytes, "objects", objects, "took", e.now().Sub(start).String())
-	e.Trigger()
+	e.poke()
 }
 
-func (e *Engine) runPass(ctx context.Context) {
+func (e *Engine) runPass(ctx context.Context, urgent bool) {
+	if urgent && e.lead != nil && e.lead.Role() == lead.Follower {
+		e.requestPass(ctx)
+		return
+	}
 	res, err := e.Pass(ctx)
+	e.passDone(ctx, res, err)
+}
+
+// passDone logs (once per episode of shortage) and reports a pass.
+func (e *Engine) passDone(ctx context.Context, res PassResult, err error) {
 	if err != nil && ctx.Err() == nil {
 		e.log.Warn("eviction pass", "err", err)
 	}
@@ -308,22 +399,71 @@ type PassResult struct {
 	ShortBy int64
 }
 
-// Pass runs one eviction pass now. It does nothing until the index is
-// ready.
+// requestPass asks the leader for a pass, at most once per sync interval
+// (it runs it within one lease interval).
+func (e *Engine) requestPass(ctx context.Context) {
+	now := e.now()
+	e.pmu.Lock()
+	skip := now.Sub(e.requestedAt) < e.syncInterval
+	if !skip {
+		e.requestedAt = now
+	}
+	e.pmu.Unlock()
+	if skip || !e.lead.Request(ctx) || !e.index.IsReady() {
+		return
+	}
+	// The lease store cannot be reached and room is needed now: a pass
+	// over this replica's own view.
+	now = e.now()
+	res, err := e.pass(ctx, &localView{x: e.index, note: e.noteRemoved, until: now.Add(-e.policy.Grace)}, now)
+	e.passDone(ctx, res, err)
+}
+
+// Pass runs one eviction pass now, over the view this replica's role
+// gives: the cluster's as the holder of the eviction lease, none as
+// another replica of a cluster (the holder evicts), the local index
+// without a cluster or while the lease store is unavailable. It does
+// nothing until the index is ready.
 func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 	var res PassResult
 	if !e.index.IsReady() {
 		return res, nil
 	}
-	need, reason, err := e.need()
+	role := lead.Local
+	if e.lead != nil {
+		role = e.lead.Role()
+	}
+	now := e.now()
+	graceEnd := now.Add(-e.policy.Grace)
+	var v view
+	switch role {
+	case lead.Follower:
+		return res, nil
+	case lead.Leader:
+		// This replica's own changes first, so the view is complete.
+		if err := e.flush(ctx); err != nil {
+			return res, fmt.Errorf("evict: cluster usage: %w", err)
+		}
+		if !e.totals().Seeded {
+			return res, nil // the next sync seeds it
+		}
+		v = &sharedView{e: e, until: graceEnd}
+	default:
+		v = &localView{x: e.index, note: e.noteRemoved, until: graceEnd}
+	}
+	return e.pass(ctx, v, now)
+}
+
+// pass evicts from v, least recently used first.
+func (e *Engine) pass(ctx context.Context, v view, now time.Time) (PassResult, error) {
+	var res PassResult
+	need, reason, err := e.need(ctx, v)
 	if err != nil {
 		return res, err
 	}
 	if need <= 0 && e.policy.EvictAfter == 0 {
 		return res, nil
 	}
-	now := e.now()
-	graceEnd := now.Add(-e.policy.Grace)
 	var ageEnd time.Time
 	if e.policy.EvictAfter > 0 {
 		ageEnd = now.Add(-e.policy.EvictAfter)
@@ -333,9 +473,16 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 		repos  []string
 		freed  int64
 	)
-	for _, b := range e.index.Snapshot() {
+	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
+		}
+		b, ok, err := v.next(ctx)
+		if err != nil {
+			return res, err
+		}
+		if !ok {
+			break
 		}
 		why := ""
 		switch {
@@ -346,9 +493,6 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 		}
 		if why == "" {
 			break
-		}
-		if b.Manifest || b.LastUsed.After(graceEnd) {
-			continue
 		}
 		if pinned == nil {
 			// Read once per pass, and only when something may go.
@@ -362,14 +506,22 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 		if pinned[b.Digest] || (e.inUse != nil && e.inUse.InUse(b.Digest)) {
 			continue
 		}
-		// A hit may have come in since the snapshot.
-		if last, ok := e.index.LastUsed(b.Digest); !ok || last.After(b.LastUsed) {
+		// A hit may have come in since the view was read.
+		if unused, err := v.stillUnused(ctx, b); err != nil || !unused {
+			if err != nil {
+				return res, err
+			}
 			continue
+		}
+		if err := v.mayRemove(); err != nil {
+			return res, err
 		}
 		if _, err := e.store.RemoveBlob(ctx, b.Digest, repos); err != nil {
 			return res, err
 		}
-		e.index.Removed(b.Digest)
+		if err := v.removed(ctx, b.Digest); err != nil {
+			return res, err
+		}
 		freed += b.Size
 		res.Evicted = append(res.Evicted, b.Digest)
 		res.Objects++
@@ -384,13 +536,17 @@ func (e *Engine) Pass(ctx context.Context) (PassResult, error) {
 }
 
 // need returns the bytes a pass must free and why.
-func (e *Engine) need() (int64, string, error) {
+func (e *Engine) need(ctx context.Context, v view) (int64, string, error) {
 	var (
 		need   int64
 		reason string
 	)
+	used, err := v.usage(ctx)
+	if err != nil {
+		return 0, "", err
+	}
 	if e.policy.MaxSize > 0 {
-		if used, _ := e.index.Usage(); used > e.policy.MaxSize {
+		if used > e.policy.MaxSize {
 			need, reason = used-int64(float64(e.policy.MaxSize)*LowWatermark), ReasonSize
 		}
 	}

@@ -32,12 +32,12 @@ func (m *metrics) register(e *Engine) error {
 		m.bytes, m.objects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "stowage_cache_bytes",
-			Help: "Bytes of blobs and manifests in the cache, per the usage index.",
-		}, func() float64 { b, _ := e.index.Usage(); return float64(b) }),
+			Help: "Bytes of blobs and manifests in the cache, per the usage index (the cluster's shared one with Redis).",
+		}, func() float64 { b, _ := e.Usage(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "stowage_cache_objects",
-			Help: "Blobs and manifests in the cache, per the usage index.",
-		}, func() float64 { _, n := e.index.Usage(); return float64(n) }),
+			Help: "Blobs and manifests in the cache, per the usage index (the cluster's shared one with Redis).",
+		}, func() float64 { _, n := e.Usage(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "stowage_cache_capacity_bytes",
 			Help: "The configured cap on cache bytes (cache.max_size); 0 = none.",
@@ -51,6 +51,12 @@ func (m *metrics) register(e *Engine) error {
 			}
 			return 0
 		}),
+	}
+	if e.lead != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "stowage_eviction_role",
+			Help: "This replica's part in the cluster's eviction: 0 follower (another replica evicts), 1 leader (holds the eviction lease), 2 local (Redis unavailable: evicts over its own view).",
+		}, func() float64 { return float64(e.lead.Role()) }))
 	}
 	if e.disk != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -9,7 +9,10 @@
 // something else deletes a blob. Last-access times live in memory and are
 // persisted in batches by an AccessLog (one small record per interval
 // under the store's stowage/access/ directory), never with a write per
-// hit; they are restored at start and read by "proxy gc".
+// hit; they are restored at start and read by "proxy gc". Replicas of one
+// cache also share their usage and access times through Redis (see
+// storage/evict's Shared); this index stays each replica's own view, used
+// without Redis or while it fails.
 //
 // Pulls counts pulls (manifest GETs answered 200) per cache repository
 // the same way: in memory per pull, one small delta file per interval
