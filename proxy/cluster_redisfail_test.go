@@ -25,12 +25,16 @@ import (
 func TestClusterRedisServerFailsMidStorm(t *testing.T) {
 	t.Parallel()
 	rs := testenv.StartRedisServer(t)
-	const timeout = 200 * time.Millisecond
+	// The production default timeout, and a lease of a few seconds: with
+	// less, a call slowed by a loaded machine (-race, 2 cores) trips a
+	// breaker or lets a lease lapse while Redis is up, and a blob is
+	// rightly downloaded twice.
+	const timeout = 500 * time.Millisecond
 	var leases []*cluster.RedisLeases
 	newLeases := func() *cluster.RedisLeases {
 		rc := cluster.NewRedisClient(rs.Addr, "", 0, timeout)
 		t.Cleanup(func() { _ = rc.Close() })
-		l, err := cluster.NewRedisLeases(rc, "stowage:test:", 2*time.Second,
+		l, err := cluster.NewRedisLeases(rc, "stowage:test:", 3*time.Second,
 			cluster.WithTimeout(timeout), cluster.WithBackoff(100*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
