@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,6 +227,29 @@ func newAdminClient(server, tokenFile string) (*adminClient, error) {
 	return &adminClient{base: strings.TrimSuffix(server, "/"), token: token, hc: &http.Client{Timeout: time.Minute}}, nil
 }
 
+// serverCATransport is a transport that verifies the https server against
+// the system roots plus the CA certificates of the PEM file caFile (the
+// issuer of a cluster-internal certificate, e.g. a TLS Secret's ca.crt).
+func serverCATransport(server, caFile string) (*http.Transport, error) {
+	if !strings.HasPrefix(server, "https://") {
+		return nil, fmt.Errorf("--server-ca with --server %q: the CA is for an https:// server", server)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--server-ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system roots here: the file's CAs alone
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--server-ca %s: no PEM certificate in the file", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
+}
+
 func (c *adminClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
@@ -274,6 +299,11 @@ func prefetchRemote(ctx context.Context, o prefetchOptions, stdout, stderr io.Wr
 	c, err := newAdminClient(o.server, o.tokenFile)
 	if err != nil {
 		return err
+	}
+	if o.serverCA != "" {
+		if c.hc.Transport, err = serverCATransport(o.server, o.serverCA); err != nil {
+			return err
+		}
 	}
 	var ids []string
 	for _, f := range o.files {

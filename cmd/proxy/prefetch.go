@@ -29,6 +29,7 @@ type prefetchOptions struct {
 	concurrency int
 	output      string
 	server      string
+	serverCA    string // --server-ca: PEM CAs trusted for an https --server
 	tokenFile   string
 	progress    time.Duration
 	wait        bool   // --wait: answer the rollout gate
@@ -50,6 +51,7 @@ func (o *prefetchOptions) register(cmd *cobra.Command, remote bool) {
 		fl.StringVarP(&o.output, "output", "o", "text", "report format: text or json")
 		fl.StringVar(&o.server, "server", "", "URL of a running Stowage server: post the lists to its admin API and follow the jobs")
 		fl.StringVar(&o.tokenFile, "token-file", "", "file holding the admin API token for --server (default: env STOWAGE_ADMIN_TOKEN)")
+		fl.StringVar(&o.serverCA, "server-ca", "", "PEM file of CA certificates trusted (besides the system's) for an https:// --server")
 		fl.BoolVar(&o.wait, "wait", false, "rollout gate: after the run, check that every image is fully cached (tag, manifests for the platforms, every blob) and exit 2 naming what is missing")
 	}
 }
@@ -82,6 +84,9 @@ cached (see the report).`,
 				return fmt.Errorf("--output %q: want text or json", o.output)
 			}
 			o.stdin, o.stderr = cmd.InOrStdin(), cmd.ErrOrStderr()
+			if o.serverCA != "" && o.server == "" {
+				return errors.New("--server-ca needs --server")
+			}
 			if o.server != "" {
 				return prefetchRemote(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
