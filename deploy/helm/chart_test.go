@@ -370,15 +370,22 @@ func TestNotesShowMirrorConfigs(t *testing.T) {
 			t.Parallel()
 			r := mustRender(t, file, nil)
 			t.Log(r.notes) // go test -v -run Notes shows them
+			scheme := "http"
+			if tlsOn(t, file) {
+				scheme = "https"
+			}
 			for _, want := range []string{
-				`[host."http://MIRROR"]`, `capabilities = ["pull", "resolve"]`, // containerd
-				`"registry-mirrors": ["http://MIRROR"]`,              // Docker
+				`[host."` + scheme + `://MIRROR"]`, `capabilities = ["pull", "resolve"]`, // containerd
+				`"registry-mirrors": ["` + scheme + `://MIRROR"]`,    // Docker
 				"[[registry.mirror]]", `location = "MIRROR/ghcr.io"`, // podman
-				"stowage.cache.svc:5000",
+				scheme + "://stowage.cache.svc:5000/v2/",
 			} {
 				if !strings.Contains(r.notes, want) {
 					t.Errorf("NOTES lack %q:\n%s", want, r.notes)
 				}
+			}
+			if scheme == "https" && (strings.Contains(r.notes, "http://") || strings.Contains(r.notes, "insecure")) {
+				t.Errorf("NOTES with TLS show plain http or insecure settings:\n%s", r.notes)
 			}
 		})
 	}

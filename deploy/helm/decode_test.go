@@ -53,6 +53,15 @@ type serviceMonitor struct {
 			Path          string `json:"path"`
 			Interval      string `json:"interval"`
 			ScrapeTimeout string `json:"scrapeTimeout"`
+			Scheme        string `json:"scheme"`
+			TLSConfig     *struct {
+				ServerName         string `json:"serverName"`
+				InsecureSkipVerify bool   `json:"insecureSkipVerify"`
+				CA                 *struct {
+					Secret    *corev1.SecretKeySelector    `json:"secret"`
+					ConfigMap *corev1.ConfigMapKeySelector `json:"configMap"`
+				} `json:"ca"`
+			} `json:"tlsConfig"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }

@@ -26,6 +26,7 @@ const (
 	allFeaturesFile  = "ci/all-features-values.yaml"
 	multiReplicaFile = "ci/multi-replica-values.yaml"
 	s3File           = "ci/s3-values.yaml"
+	tlsFile          = "ci/tls-values.yaml"
 	releaseName      = "stowage"
 	namespace        = "cache"
 	// kubeVersion is what the rendering assumes; keep it with .ci/helm-check.sh.
@@ -38,6 +39,7 @@ var valueSets = map[string]string{
 	"all-features":  allFeaturesFile,
 	"multi-replica": multiReplicaFile,
 	"s3":            s3File,
+	"tls":           tlsFile,
 }
 
 // rendered is the output of one client-only install.

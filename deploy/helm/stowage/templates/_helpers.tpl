@@ -168,10 +168,11 @@ storage.root, credential file paths). Rendered as YAML.
 {{/* The URL nodes use to reach Stowage; shell syntax, $NODE_IP / $SVC_IP expanded in the pod. */}}
 {{- define "stowage.nodeEndpoint" -}}
 {{- $e := .Values.nodeConfigurator.endpoint }}
+{{- $scheme := ternary "https" "http" (.Values.tls.enabled | default false) }}
 {{- if eq $e.mode "nodePort" }}
-{{- printf "http://${NODE_IP}:%d" (int $e.nodePort) }}
+{{- printf "%s://${NODE_IP}:%d" $scheme (int $e.nodePort) }}
 {{- else if eq $e.mode "clusterIP" }}
-{{- printf "http://${SVC_IP}:%d" (int .Values.service.port) }}
+{{- printf "%s://${SVC_IP}:%d" $scheme (int .Values.service.port) }}
 {{- else if eq $e.mode "url" }}
 {{- required "nodeConfigurator.endpoint.url is required with mode=url" $e.url | trimSuffix "/" }}
 {{- else }}
@@ -199,6 +200,16 @@ storage.root, credential file paths). Rendered as YAML.
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret, e.g. from cert-manager)" }}
+{{- end }}
+{{- if and .Values.tls.enabled (eq .Values.tls.ca.source "secret") (not .Values.tls.ca.secretName) }}
+{{- fail "tls.ca.source=secret needs tls.ca.secretName" }}
+{{- end }}
+{{- if and .Values.tls.enabled (eq .Values.tls.ca.source "configMap") (not .Values.tls.ca.configMapName) }}
+{{- fail "tls.ca.source=configMap needs tls.ca.configMapName" }}
+{{- end }}
+{{- $nc := .Values.nodeConfigurator }}
+{{- if and .Values.tls.enabled $nc.enabled (eq $nc.endpoint.mode "nodePort") (not $nc.skipVerify) }}
+{{- fail "tls.enabled with nodeConfigurator.endpoint.mode=nodePort: each node would reach Stowage at its own IP, which no certificate names for every node. Use endpoint.mode=clusterIP (pin service.clusterIP and put that IP in the certificate) or endpoint.mode=url with a name the certificate holds, or set nodeConfigurator.skipVerify=true (encrypted, not authenticated)" }}
 {{- end }}
 {{- if and .Values.clientAuth.enabled (not .Values.clientAuth.existingSecret) (not .Values.clientAuth.htpasswd) }}
 {{- fail "clientAuth.enabled needs clientAuth.existingSecret or clientAuth.htpasswd" }}
@@ -238,6 +249,37 @@ app.kubernetes.io/component: server
 {{- define "stowage.htpasswdSecretName" -}}
 {{- .Values.clientAuth.existingSecret | default (printf "%s-htpasswd" (include "stowage.fullname" .)) }}
 {{- end }}
+
+{{/*
+TLS for the chart's own clients (ServiceMonitor, node configurator, prefetch
+Job). serviceHost: the Service's DNS name they use and check the certificate
+for. tlsCA: "true" when they trust the CA of tls.ca (not the system roots).
+caName/caKey: the Secret or ConfigMap holding it and its key. caVolumeSource:
+a volume with only that key, as the file ca.crt (never tls.key); optional, so
+that a missing key leaves the file absent and the client names it, instead
+of a pod stuck creating.
+*/}}
+{{- define "stowage.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "stowage.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- define "stowage.tlsCA" -}}
+{{- if and .Values.tls.enabled (ne .Values.tls.ca.source "system") }}true{{ end }}
+{{- end }}
+{{- define "stowage.caName" -}}
+{{- $ca := .Values.tls.ca }}
+{{- if eq $ca.source "secret" }}{{ $ca.secretName }}
+{{- else if eq $ca.source "configMap" }}{{ $ca.configMapName }}
+{{- else }}{{ .Values.tls.secretName }}{{ end }}
+{{- end }}
+{{- define "stowage.caVolumeSource" -}}
+{{- $items := list (dict "key" .Values.tls.ca.key "path" "ca.crt") }}
+{{- if eq .Values.tls.ca.source "configMap" }}
+{{- toYaml (dict "configMap" (dict "name" (include "stowage.caName" .) "items" $items "optional" true)) }}
+{{- else }}
+{{- toYaml (dict "secret" (dict "secretName" (include "stowage.caName" .) "items" $items "optional" true)) }}
+{{- end }}
+{{- end }}
+{{- define "stowage.caDir" -}}/etc/stowage/ca{{- end }}
 
 {{/* A probe from values, switched to HTTPS when the server serves TLS. */}}
 {{- define "stowage.probe" -}}
