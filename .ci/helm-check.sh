@@ -2,7 +2,7 @@
 # Checks the Helm chart in deploy/helm/stowage:
 #   1. builds helm from source with the Go toolchain (once; cached),
 #   2. helm lint + helm template with the default values and each value set of
-#      deploy/helm/ci/ (all-features, multi-replica, s3),
+#      deploy/helm/ci/ (all-features, multi-replica, s3, tls),
 #   3. go test in deploy/helm (a separate Go module): renders the chart with the
 #      Helm SDK, decodes every object strictly into its Kubernetes API type and
 #      loads the rendered Stowage config with the real config package.
