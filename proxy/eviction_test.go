@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -87,21 +88,22 @@ func diskUsage(t *testing.T, s *storage.Store) int64 {
 	return n
 }
 
-// TestEvictionUnderCapWithConcurrentPulls: a 48 MiB cap, a pinned image
-// and a 16 MiB blob streaming to a slow client, then twenty images pulled
-// by four clients at once. Eviction runs as in production (Run, triggered
-// by commits). The cap holds once the pulls end (and within the blobs of
-// the concurrent pulls meanwhile); the pinned image and the streaming
-// blob survive; the streaming client gets the right bytes; evicted
-// layers refetch with the right digest; a stock registry on the same root
-// serves the images left whole (about 23 MiB above what is pinned or
-// streaming stays under the low watermark, so several of the last images
-// keep both their config and their layer); with the upstream stopped, the pinned
-// image still pulls.
+// TestEvictionUnderCapWithConcurrentPulls: a 64 MiB cap, a pinned image
+// and a 32 MiB blob streaming to a slow client (with a small fixed receive
+// buffer, so the response stays in use), then
+// twenty images pulled by four clients at once. Eviction runs as in
+// production (Run, triggered by commits). The cap holds once the pulls end
+// (and within the blobs of the concurrent pulls meanwhile); the pinned
+// image and the streaming blob survive; the streaming client gets the
+// right bytes; evicted layers refetch with the right digest; a stock
+// registry on the same root serves the images left whole (about 21 MiB
+// above what is pinned or streaming stays under the low watermark, so
+// several of the last images keep both their config and their layer);
+// with the upstream stopped, the pinned image still pulls.
 func TestEvictionUnderCapWithConcurrentPulls(t *testing.T) {
 	const (
 		mib     = int64(1) << 20
-		limit   = 48 * mib
+		limit   = 64 * mib
 		layer   = 2 * mib
 		images  = 20
 		workers = 4
@@ -119,17 +121,36 @@ func TestEvictionUnderCapWithConcurrentPulls(t *testing.T) {
 		img, _ := testenv.RawBlobImage(t, layer, uint64(100+i))
 		e.up.Push(t, fmt.Sprintf("library/img%d:v1", i), img)
 	}
-	big := e.seedBlob("library/big:v1", 16*mib, 61)
+	big := e.seedBlob("library/big:v1", 32*mib, 61)
 
 	pinned := e.pullImage(t, "library/pinned", "v1")
 	if err := e.store.PutPin(ctx, storage.Pin{Name: "base", Updated: time.Now(), Blobs: pinned}); err != nil {
 		t.Fatal(err)
 	}
-	e.pullBlob(t, "library/big", big, 16*mib)
+	e.pullBlob(t, "library/big", big, 32*mib)
 
 	// A slow client holds a hit of the big blob open: in use, the least
 	// recently used unpinned blob, and never evicted while it streams.
-	slow := e.get(ctx, http.MethodGet, "/v2/library/big/blobs/"+big.String(), nil)
+	// Its receive buffer is fixed small: with the kernel's autotuning
+	// (tcp_rmem up to 32 MiB here) the socket buffers could take the
+	// whole blob, the response would end, and the blob would rightly be
+	// evictable.
+	slowClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}}
+	t.Cleanup(slowClient.CloseIdleConnections)
+	slowReq, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v2/library/big/blobs/"+big.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := slowClient.Do(slowReq)
+	if err != nil {
+		t.Fatal(err)
+	}
 	head := make([]byte, 1024)
 	if _, err := io.ReadFull(slow.Body, head); err != nil {
 		t.Fatal(err)
@@ -191,7 +212,7 @@ func TestEvictionUnderCapWithConcurrentPulls(t *testing.T) {
 	}
 	got, n, err := readAllHash(io.MultiReader(bytesReader(head), slow.Body))
 	slow.Body.Close()
-	if err != nil || got != big || n != 16*mib {
+	if err != nil || got != big || n != 32*mib {
 		t.Fatalf("streaming client: %d bytes hashing to %s (%v)", n, got, err)
 	}
 
