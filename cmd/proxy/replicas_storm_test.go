@@ -185,6 +185,9 @@ func replicaStorm(t *testing.T, up *pacedRegistry, layers []pushedLayer, rs []*r
 	}
 	t.Logf("%d clients on %d replicas: first byte after %s (fastest) to %s (slowest), spread %s (issue: within %s); all before any download could end",
 		len(clients), len(rs), lo.Round(time.Millisecond), hi.Round(time.Millisecond), (hi - lo).Round(time.Millisecond), stormSpread)
+	if hi-lo > stormSpread {
+		t.Errorf("first-byte spread %s over the storm, the issue allows %s", hi-lo, stormSpread)
+	}
 	// Each blob's two other replicas streamed it from its owner, once
 	// each for all their clients; none gave up on the owner. (A stream is
 	// counted when it ends, just after its clients' last bytes: polled.)
