@@ -64,22 +64,28 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 			p.log.Warn("fill coordinator unavailable; downloading without a cluster lease", "digest", d, "err", err)
 			return func() {}, false, nil
 		}
-		if ok && p.health.draining.Load() {
-			// Shutting down: following another replica's fill is fine,
-			// starting a download under this replica's name is not.
-			rel()
-			return nil, false, errDraining
-		}
 		if ok {
+			// Streamable to other replicas from the moment the lease
+			// names this one: a replica that reads the lease asks at once,
+			// and one told "no running fill" asks again only after
+			// peerRetry (before, the store check below, a round trip on
+			// S3, left a window where the owner had no fill to stream).
+			unown := p.peer.owned(f)
+			if p.health.draining.Load() {
+				// Shutting down: following another replica's fill is
+				// fine, starting a download under this replica's name
+				// is not.
+				unown()
+				rel()
+				return nil, false, errDraining
+			}
 			// The owner may have committed between our look-up and now.
 			if _, serr := p.store.StatBlob(ctx, d); serr == nil {
+				unown()
 				rel()
 				return nil, true, p.finishFromStore(ctx, f, sg, cacheRepo)
 			}
-			// Streamable to other replicas from the moment the lease
-			// names this one.
 			f.SetOwner("")
-			unown := p.peer.owned(f)
 			return func() { unown(); rel() }, false, nil
 		}
 		if done, err := p.waitOwner(ctx, f, sg, key, cacheRepo, deadline); done || err != nil {

@@ -46,6 +46,8 @@ type replicaOptions struct {
 	stall time.Duration // PeerConfig.Stall
 	// wrapInternal wraps replica i's internal endpoint (fault injection).
 	wrapInternal func(i int, h http.Handler) http.Handler
+	// storeOpts, if set, gives replica i's Store options (fault injection).
+	storeOpts func(i int) []storage.Option
 }
 
 func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
@@ -63,7 +65,11 @@ func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
 		if err := leases.Advertise("http://" + internal.Listener.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
-		e := newPeerEnv(t, up, root, leases, o.stall)
+		var opts []storage.Option
+		if o.storeOpts != nil {
+			opts = o.storeOpts(i)
+		}
+		e := newPeerEnv(t, up, root, leases, o.stall, opts...)
 		internal.Config.Handler = e.proxy.PeerHandler()
 		if o.wrapInternal != nil {
 			internal.Config.Handler = o.wrapInternal(i, internal.Config.Handler)
@@ -76,7 +82,7 @@ func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
 }
 
 // newPeerEnv is newEnv with peer streaming on.
-func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coordinator, stall time.Duration) *env {
+func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coordinator, stall time.Duration, opts ...storage.Option) *env {
 	t.Helper()
 	e := &env{t: t, up: up, upstream: up.URL, root: root, clock: &fakeClock{now: time.Now()}}
 	cfg := config.Default()
@@ -93,7 +99,7 @@ func newPeerEnv(t *testing.T, up *testenv.Registry, root string, coord proxy.Coo
 		t.Fatal(err)
 	}
 	e.cfg = cfg
-	store, err := storage.NewFilesystem(root)
+	store, err := storage.NewFilesystem(root, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,8 +25,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
-
-	"github.com/stowage/stowage/proxy/cluster"
 )
 
 // The multi-replica tests run the real binary as separate OS processes
@@ -99,6 +97,17 @@ func startPacedRegistry(t *testing.T, chunk int, pause time.Duration) *pacedRegi
 // layers' digests.
 func (pr *pacedRegistry) push(t *testing.T, repoTag string, n int, size int64) []digest.Digest {
 	t.Helper()
+	var out []digest.Digest
+	for _, l := range pr.pushLayers(t, repoTag, n, size) {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+// pushLayers is push returning each layer's digest and length (a layer is
+// a compressed tarball: a little longer than size).
+func (pr *pacedRegistry) pushLayers(t *testing.T, repoTag string, n int, size int64) []pushedLayer {
+	t.Helper()
 	img, err := random.Image(size, int64(n))
 	if err != nil {
 		t.Fatal(err)
@@ -114,15 +123,25 @@ func (pr *pacedRegistry) push(t *testing.T, repoTag string, n int, size int64) [
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []digest.Digest
+	var out []pushedLayer
 	for _, l := range layers {
 		h, err := l.Digest()
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, digest.Digest(h.String()))
+		n, err := l.Size()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, pushedLayer{Digest: digest.Digest(h.String()), Size: n})
 	}
 	return out
+}
+
+// pushedLayer is one layer pushLayers pushed.
+type pushedLayer struct {
+	Digest digest.Digest
+	Size   int64
 }
 
 // getsOf returns copies of the GETs of blob d, in arrival order.
@@ -204,15 +223,15 @@ const replicaSecretEnv = "STOWAGE_TEST_REPLICA_SECRET"
 // default redis.lease_ttl.
 func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*replicaProc {
 	t.Helper()
-	probe := cluster.NewRedisClient("127.0.0.1:6379", "", 0, 2*time.Second)
-	err := probe.Ping(t.Context()).Err()
-	probe.Close()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
+	return newClusterOn(t, n, "storage:\n  root: "+root+"\n", upstreamURL, leaseTTL)
+}
+
+// newClusterOn is newCluster on the shared storage that storageYAML (a
+// whole top-level "storage:" section) configures: a directory, or a
+// bucket with storage.driver: s3.
+func newClusterOn(t *testing.T, n int, storageYAML, upstreamURL, leaseTTL string) []*replicaProc {
+	t.Helper()
+	needRealRedis(t)
 	var ns [6]byte
 	_, _ = rand.Read(ns[:])
 	dir := t.TempDir()
@@ -225,9 +244,7 @@ func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*repl
 		r := &replicaProc{name: string(rune('A' + i)), addr: freeAddr(t), internal: freeAddr(t)}
 		r.cfgFile = filepath.Join(dir, r.name+".yaml")
 		r.logFile = filepath.Join(dir, r.name+".log")
-		cfg := fmt.Sprintf(`storage:
-  root: %s
-redis:
+		cfg := fmt.Sprintf(`%sredis:
   addr: 127.0.0.1:6379
   namespace: test-%s
 %scluster:
@@ -243,7 +260,7 @@ server:
 log:
   level: info
   format: text
-`, root, hex.EncodeToString(ns[:]), ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
+`, storageYAML, hex.EncodeToString(ns[:]), ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
 		if err := os.WriteFile(r.cfgFile, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
