@@ -305,6 +305,13 @@ func (v *verifier) noCurrentLink(ctx context.Context, repo, tag string) error {
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
 		return err
 	}
+	if !found && v.s.root == "" {
+		// An object store may still list a prefix whose objects are gone
+		// (SeaweedFS keeps its directory entries): nothing is there.
+		if left, err := v.s.list(ctx, p); err != nil || len(left) == 0 {
+			return err
+		}
+	}
 	if !found || err != nil {
 		v.problem(Problem{Kind: "tag", Path: p, What: "no current link"}, remove)
 		return nil
