@@ -99,7 +99,7 @@ const maxSteps = 8
 // the tag exactly when Stowage finds it. (Before the tag was built in the
 // staging directory and renamed into place whole, a kill after its time
 // record or its index entry left tags/<tag>/ without current/link:
-// "no current link" in verify, which TestCrashSafety hit now and then.)
+// "no current link" in verify, which the cmd/proxy crash test found.)
 func TestKilledNewTagIsWholeOrAbsent(t *testing.T) {
 	t.Parallel()
 	for k := 1; ; k++ {
