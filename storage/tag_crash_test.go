@@ -345,7 +345,14 @@ func TestConcurrentNewTag(t *testing.T) {
 			root := t.TempDir()
 			var stores []*storage.Store
 			for range c.writers {
-				stores = append(stores, newFS(t, root))
+				// A slow rename into the tags directory: every writer has
+				// built its tag before the first rename lands, so the
+				// others' renames find it taken.
+				stores = append(stores, newFS(t, root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
+					fd := storagetest.NewFaultDriver(d)
+					fd.Inject(storagetest.Fault{Op: storagetest.OpMove, Path: "/_manifests/tags", Delay: 5 * time.Millisecond})
+					return fd
+				})))
 			}
 			base := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
 			body := func(i int) string {
