@@ -163,7 +163,7 @@ func (p *Proxy) revalidateTag(ctx context.Context, q *request, local storage.Tag
 		}
 		p.down.ok(q.host)
 		now := p.now()
-		if err := p.store.TouchTag(hctx, q.cacheRepo, q.tag, now); err != nil {
+		if err := p.store.TouchTag(hctx, q.cacheRepo, q.tag, local.Digest, now); err != nil {
 			// The upstream confirmed the digest; only the record failed.
 			p.mem.forgetTag(q.cacheRepo, q.tag)
 			p.storeFailed("tag", q, q.tag, err)

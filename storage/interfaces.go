@@ -36,7 +36,7 @@ type ManifestStore interface {
 // TagStore holds tags with their fetched-at times, and lists repositories.
 type TagStore interface {
 	PutTag(ctx context.Context, repo, tag string, d digest.Digest, fetchedAt time.Time) error
-	TouchTag(ctx context.Context, repo, tag string, t time.Time) error
+	TouchTag(ctx context.Context, repo, tag string, d digest.Digest, t time.Time) error
 	GetTag(ctx context.Context, repo, tag string) (Tag, error)
 	Tags(ctx context.Context, repo string) ([]string, error)
 	Repositories(ctx context.Context) ([]string, error)

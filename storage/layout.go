@@ -285,20 +285,11 @@ func (s *Store) RemoveTag(ctx context.Context, repo, tag string) error {
 }
 
 // TagFetchedAt reads a tag's fetched-at record: zero when there is none,
-// ErrCorruptRecord when it does not parse.
+// ErrCorruptRecord when it does not parse. It does not check that the
+// record belongs to the tag's current link (GetTag does).
 func (s *Store) TagFetchedAt(ctx context.Context, repo, tag string) (time.Time, error) {
-	b, err := s.d.GetContent(ctx, tagFetchedPath(repo, tag))
-	if errors.Is(mapErr(err), ErrNotFound) {
-		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, err
-	}
-	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %s: %w", ErrCorruptRecord, tagFetchedPath(repo, tag), err)
-	}
-	return t, nil
+	rec, _, err := s.readTagRecord(ctx, repo, tag)
+	return rec.at, err
 }
 
 // ErrCorruptRecord marks a record of Stowage's own that does not parse.

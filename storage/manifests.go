@@ -109,21 +109,56 @@ func (s *Store) readManifestData(ctx context.Context, d digest.Digest, max int64
 
 // Tag is a tag's resolution with Stowage's fetched-at time. FetchedAt is zero
 // for a tag written by something else (a stock registry): such a tag has
-// nothing to revalidate against. TimeUnreadable marks a tag whose time file
-// exists but cannot be read: Stowage wrote it, so it must be revalidated.
+// nothing to revalidate against. TimeUnreadable marks a tag whose time
+// record exists but gives no time for this digest (it does not parse, or
+// it names another digest: a write a crash interrupted): Stowage wrote it,
+// so it must be revalidated.
 type Tag struct {
 	Digest         digest.Digest
 	FetchedAt      time.Time
 	TimeUnreadable bool
 }
 
-// PutTag points tag at d in repo and records when it was fetched. The time
-// is written first: a crash between the writes leaves a time without a new
-// link (the old link, or none, at worst fresh for one TTL), never a link
-// without a time, which would read as a stock registry's tag and never be
-// revalidated.
+// PutTag points tag at d in repo and records when it was fetched.
+//
+// A new tag on the filesystem appears whole or not at all: its directory
+// (the time record, the index entry and the current link) is built in the
+// staging directory and renamed into place in one step. When the tag
+// exists (a retag, or another process created it meanwhile), and on other
+// drivers, which have no directories to rename, it is three writes: the
+// time record first, then the index entry, then the current link. A crash
+// between them leaves
+//
+//   - for a retag, the old current link beside a record of the new digest,
+//     which GetTag reads as stale (TimeUnreadable): revalidated, never
+//     served as freshly fetched;
+//   - for a new tag (object storage only), a tag without a current link:
+//     not found for GetTag and Tags, fetched again and completed at the
+//     next pull, a note for Verify.
+//
+// Never a link without a time, which would read as a stock registry's tag
+// and never be revalidated.
 func (s *Store) PutTag(ctx context.Context, repo, tag string, d digest.Digest, fetchedAt time.Time) error {
-	if err := s.TouchTag(ctx, repo, tag, fetchedAt); err != nil {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("storage: tag %s:%s: %w", repo, tag, err)
+	}
+	rec := tagRecord{at: fetchedAt, d: d}.encode()
+	if l, ok := s.d.(*localDriver); ok {
+		dir := path.Join(tagsPath(repo), tag)
+		rel := func(p string) string { return strings.TrimPrefix(p, dir+"/") }
+		created, err := l.createDir(ctx, dir, map[string][]byte{
+			rel(tagFetchedPath(repo, tag)):      rec,
+			rel(tagIndexLinkPath(repo, tag, d)): []byte(d.String()),
+			rel(tagCurrentLinkPath(repo, tag)):  []byte(d.String()),
+		})
+		if err != nil {
+			return fmt.Errorf("storage: tag %s:%s: %w", repo, tag, err)
+		}
+		if created {
+			return nil
+		}
+	}
+	if err := s.d.PutContent(ctx, tagFetchedPath(repo, tag), rec); err != nil {
 		return err
 	}
 	if err := s.writeLink(ctx, tagIndexLinkPath(repo, tag, d), d); err != nil {
@@ -132,43 +167,78 @@ func (s *Store) PutTag(ctx context.Context, repo, tag string, d digest.Digest, f
 	return s.writeLink(ctx, tagCurrentLinkPath(repo, tag), d)
 }
 
-// TouchTag records that tag was revalidated against its upstream at t.
-func (s *Store) TouchTag(ctx context.Context, repo, tag string, t time.Time) error {
-	return s.d.PutContent(ctx, tagFetchedPath(repo, tag), []byte(t.UTC().Format(time.RFC3339Nano)))
+// TouchTag records that the upstream confirmed at t that tag points at d.
+// When the tag has moved to another digest meanwhile, the record names d
+// and GetTag reads the tag as stale, which is revalidated.
+func (s *Store) TouchTag(ctx context.Context, repo, tag string, d digest.Digest, t time.Time) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("storage: tag %s:%s: %w", repo, tag, err)
+	}
+	return s.d.PutContent(ctx, tagFetchedPath(repo, tag), tagRecord{at: t, d: d}.encode())
 }
 
-// GetTag resolves a tag. A missing time file means a tag Stowage never
-// wrote (FetchedAt zero); an unreadable one sets TimeUnreadable.
+// GetTag resolves a tag. A missing time record means a tag Stowage never
+// wrote (FetchedAt zero); a record that does not parse, or names another
+// digest than the current link, sets TimeUnreadable.
 func (s *Store) GetTag(ctx context.Context, repo, tag string) (Tag, error) {
 	d, err := s.readLink(ctx, tagCurrentLinkPath(repo, tag))
 	if err != nil {
 		return Tag{}, err
 	}
 	t := Tag{Digest: d}
-	b, err := s.d.GetContent(ctx, tagFetchedPath(repo, tag))
+	rec, found, err := s.readTagRecord(ctx, repo, tag)
 	switch {
-	case err == nil:
-		at, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
-		if perr != nil || at.IsZero() {
-			t.TimeUnreadable = true
-		} else {
-			t.FetchedAt = at
-		}
-	case !errors.Is(mapErr(err), ErrNotFound):
+	case errors.Is(err, ErrCorruptRecord):
+		t.TimeUnreadable = true
+	case err != nil:
 		return Tag{}, err
+	case !found:
+	case rec.at.IsZero() || !rec.belongsTo(d):
+		t.TimeUnreadable = true
+	default:
+		t.FetchedAt = rec.at
 	}
 	return t, nil
 }
 
-// Tags lists the tags cached for repo, sorted.
+// Tags lists the tags cached for repo, sorted: those with a current link.
+// A tag directory without one (a first write that a crash interrupted on
+// object storage) is left out; it is not found either.
 func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
+	if s.root != "" {
+		return s.tagsLocal(ctx, repo)
+	}
+	var tags []string
+	top := tagsPath(repo)
+	err := s.d.Walk(ctx, top, func(fi driver.FileInfo) error {
+		rest := strings.TrimPrefix(fi.Path(), top+"/")
+		if tag, ok := strings.CutSuffix(rest, "/current/link"); ok && !fi.IsDir() && !strings.Contains(tag, "/") {
+			tags = append(tags, tag)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+func (s *Store) tagsLocal(ctx context.Context, repo string) ([]string, error) {
 	entries, err := s.d.List(ctx, tagsPath(repo))
 	if err != nil {
 		return nil, mapErr(err)
 	}
 	tags := make([]string, 0, len(entries))
 	for _, e := range entries {
-		tags = append(tags, path.Base(e))
+		tag := path.Base(e)
+		ok, err := s.exists(ctx, tagCurrentLinkPath(repo, tag))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			tags = append(tags, tag)
+		}
 	}
 	sort.Strings(tags)
 	return tags, nil

@@ -132,6 +132,17 @@ func TestS3(t *testing.T) {
 		}
 	})
 
+	// A tag write a crash interrupted: notes, not problems (see
+	// checkInterruptedTags).
+	t.Run("InterruptedTagWrites", func(t *testing.T) {
+		t.Parallel()
+		d3, err := s3.FromParameters(t.Context(), srv.DriverParameters(bucket, rootFor(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInterruptedTags(t, d3)
+	})
+
 	// Two Stores on one bucket and root directory (two replicas) see each
 	// other's commits: the shared cache of a cluster.
 	t.Run("SharedBetweenReplicas", func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -28,6 +29,11 @@ type VerifyOptions struct {
 	Progress func(BlobRecord)
 	// Parallel is how many blobs are hashed at once (default 4).
 	Parallel int
+	// InterruptedAge is how long ago a tag's time record without a
+	// current link must have been written before Repair removes it as a
+	// write a crash interrupted; a younger one may be a write in progress
+	// (default LeftoverAge).
+	InterruptedAge time.Duration
 }
 
 // Problem is one corrupt or dangling item.
@@ -41,10 +47,16 @@ type Problem struct {
 	// Repaired is set when Repair removed it; RepairErr when that failed.
 	Repaired  bool
 	RepairErr error
+	// Note marks what a write interrupted by a crash left, which the
+	// server handles (VerifyResult.Notes): not corruption.
+	Note bool
 }
 
 func (p Problem) String() string {
 	s := fmt.Sprintf("%s %s: %s", p.Kind, p.Path, p.What)
+	if p.Note {
+		s = "note: " + s
+	}
 	switch {
 	case p.RepairErr != nil:
 		s += fmt.Sprintf(" (repair failed: %v)", p.RepairErr)
@@ -58,6 +70,10 @@ func (p Problem) String() string {
 type VerifyResult struct {
 	Blobs, Links, Tags int
 	Problems           []Problem
+	// Notes are leftovers of interrupted writes that the server handles
+	// (a tag without a current link beside its time record, a time record
+	// of another digest): not problems. Repair removes those it can.
+	Notes []Problem
 }
 
 type verifier struct {
@@ -107,14 +123,18 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, e
 func (v *verifier) problem(p Problem, repair func() error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.opts.Repair {
+	if v.opts.Repair && repair != nil {
 		if err := repair(); err != nil {
 			p.RepairErr = err
 		} else {
 			p.Repaired = true
 		}
 	}
-	v.res.Problems = append(v.res.Problems, p)
+	if p.Note {
+		v.res.Notes = append(v.res.Notes, p)
+	} else {
+		v.res.Problems = append(v.res.Problems, p)
+	}
 	if v.opts.Report != nil {
 		v.opts.Report(p)
 	}
@@ -222,8 +242,7 @@ func (v *verifier) tag(ctx context.Context, repo, tag string) error {
 	d, err := v.s.ReadLink(ctx, tagCurrentLinkPath(repo, tag))
 	switch {
 	case errors.Is(err, ErrNotFound):
-		v.problem(Problem{Kind: "tag", Path: p, What: "no current link"}, remove)
-		return nil
+		return v.noCurrentLink(ctx, repo, tag)
 	case errors.Is(err, ErrCorruptLink):
 		v.problem(Problem{Kind: "tag", Path: p, What: "current link is not a digest"}, remove)
 		return nil
@@ -245,11 +264,19 @@ func (v *verifier) tag(ctx context.Context, repo, tag string) error {
 		v.problem(Problem{Kind: "tag", Path: p, What: "points at a missing manifest " + d.String()}, remove)
 		return nil
 	}
-	if _, err := v.s.TagFetchedAt(ctx, repo, tag); errors.Is(err, ErrCorruptRecord) {
+	rec, found, err := v.s.readTagRecord(ctx, repo, tag)
+	switch {
+	case errors.Is(err, ErrCorruptRecord):
 		v.problem(Problem{Kind: "tag", Path: p, What: "fetched-at record does not parse"}, remove)
 		return nil
-	} else if err != nil {
+	case err != nil:
 		return err
+	case found && !rec.belongsTo(d):
+		// The record is written first: a retag a crash interrupted, or one
+		// in progress. The server reads the tag as stale and revalidates
+		// it, which writes both again.
+		v.problem(Problem{Kind: "tag", Path: p, Note: true,
+			What: fmt.Sprintf("fetched-at record names %s, the current link %s (an interrupted retag): revalidated at its next pull", rec.d, d)}, nil)
 	}
 	idx, err := v.s.TagIndexLinks(ctx, repo, tag)
 	if err != nil {
@@ -260,5 +287,52 @@ func (v *verifier) tag(ctx context.Context, repo, tag string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// noCurrentLink judges a tag directory without a current link. Beside a
+// time record of Stowage's it is a first write a crash interrupted (on
+// object storage the record is written first, and the filesystem of
+// older versions did the same): the tag is not found, the next pull
+// fetches it and writes it whole, so it is a note, removed by Repair once
+// the record is older than InterruptedAge (a younger one may be a write in
+// progress, which a removal would leave without its record). Without a
+// record it is not Stowage's: a problem.
+func (v *verifier) noCurrentLink(ctx context.Context, repo, tag string) error {
+	p := path.Join(tagsPath(repo), tag)
+	remove := func() error { return v.s.RemoveTag(ctx, repo, tag) }
+	_, found, err := v.s.readTagRecord(ctx, repo, tag)
+	if err != nil && !errors.Is(err, ErrCorruptRecord) {
+		return err
+	}
+	if !found && v.s.root == "" {
+		// An object store may still list a prefix whose objects are gone
+		// (SeaweedFS keeps its directory entries): nothing is there.
+		if left, err := v.s.list(ctx, p); err != nil || len(left) == 0 {
+			return err
+		}
+	}
+	if !found || err != nil {
+		v.problem(Problem{Kind: "tag", Path: p, What: "no current link"}, remove)
+		return nil
+	}
+	written, err := v.s.LinkModTime(ctx, tagFetchedPath(repo, tag))
+	if errors.Is(err, ErrNotFound) {
+		return nil // removed meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	age := v.opts.InterruptedAge
+	if age <= 0 {
+		age = LeftoverAge
+	}
+	if time.Since(written) < age {
+		v.problem(Problem{Kind: "tag", Path: p, Note: true,
+			What: "no current link yet (a first write in progress, or interrupted less than " + age.String() + " ago): not found until its next pull"}, nil)
+		return nil
+	}
+	v.problem(Problem{Kind: "tag", Path: p, Note: true,
+		What: "no current link (a first write a crash interrupted): not found until its next pull"}, remove)
 	return nil
 }

@@ -88,6 +88,45 @@ func TestVerifyCommand(t *testing.T) {
 	}
 }
 
+// TestVerifyCommandNotes: what an interrupted tag write left (a time
+// record without a current link, an older version's leftover on the
+// filesystem; the same on object storage) is a "note:" line and exit
+// status 0; --repair removes it once it is old, and not before.
+func TestVerifyCommandNotes(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	_, manifest := seedCache(t, root)
+	s, err := storage.NewFilesystem(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchTag(t.Context(), "docker.io/library/app", "half", manifest, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(root, filepath.FromSlash(storage.TagFetchedPath("docker.io/library/app", "half")))
+	out, err := runOut(t, "verify", "--repair", "--root", root, "--log-level", "error")
+	if err != nil || !strings.Contains(out, "note: tag ") || !strings.Contains(out, "0 problems, 1 notes") || strings.Contains(out, "(removed)") {
+		t.Fatalf("a young leftover: err %v, output:\n%s", err, out)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(record, old, old); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runOut(t, "verify", "--repair", "--root", root, "--log-level", "error")
+	if err != nil || !strings.Contains(out, "(removed)") || !strings.Contains(out, "1 removed") {
+		t.Fatalf("an old leftover: err %v, output:\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Dir(record)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the leftover is still there: %v", err)
+	}
+	if out, err := runOut(t, "verify", "--root", root, "--log-level", "error"); err != nil || strings.Contains(out, "note:") {
+		t.Fatalf("after repair: %v\n%s", err, out)
+	}
+}
+
 // TestGCCommand: a dry run prints what would go and removes nothing; the
 // real run removes an old unreferenced layer and keeps the tagged image.
 func TestGCCommand(t *testing.T) {

@@ -25,9 +25,14 @@ With --repair it removes what it reports (a corrupt blob with its links first,
 so the links that leaves dangling go in the same run); the next pull fetches
 the content again. It is safe while a server runs on the same root.
 
-Exit status: 0 when everything is sound, 1 when problems were found (also
-when --repair removed them all), and 1 with an error message when the check
-itself could not run.`,
+Lines starting "note:" are what a write interrupted by a crash left and the
+server handles (a tag whose first write stopped before its current link, a
+retag that stopped between its time record and its link): not corruption.
+--repair removes the first kind once it is older than 15 minutes.
+
+Exit status: 0 when everything is sound (notes included), 1 when problems
+were found (also when --repair removed them all), and 1 with an error
+message when the check itself could not run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := flags.load()
@@ -49,7 +54,7 @@ itself could not run.`,
 				return err
 			}
 			repaired, failed := 0, 0
-			for _, p := range res.Problems {
+			for _, p := range append(res.Problems, res.Notes...) {
 				switch {
 				case p.Repaired:
 					repaired++
@@ -58,6 +63,9 @@ itself could not run.`,
 				}
 			}
 			_, _ = fmt.Fprintf(out, "verify: %d blobs, %d links, %d tags checked; %d problems", res.Blobs, res.Links, res.Tags, len(res.Problems))
+			if len(res.Notes) > 0 {
+				_, _ = fmt.Fprintf(out, ", %d notes", len(res.Notes))
+			}
 			if repair {
 				_, _ = fmt.Fprintf(out, ", %d removed, %d could not be removed", repaired, failed)
 			}

@@ -137,7 +137,7 @@ func testTags(t *testing.T, s *storage.Store) {
 	if err != nil || tag.Digest != d2 || !tag.FetchedAt.Equal(at.Add(time.Hour)) {
 		t.Fatalf("tag %+v %v", tag, err)
 	}
-	if err := s.TouchTag(ctx, "docker.io/library/x", "v1", at.Add(2*time.Hour)); err != nil {
+	if err := s.TouchTag(ctx, "docker.io/library/x", "v1", d2, at.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if tag, _ := s.GetTag(ctx, "docker.io/library/x", "v1"); !tag.FetchedAt.Equal(at.Add(2 * time.Hour)) {
