@@ -148,3 +148,39 @@ func flockShared(f *os.File) error {
 		}
 	}
 }
+
+// HandOver leaves st, the first n bytes of a partial download that this
+// process stops at shutdown, for another process to adopt (Orphan) as if
+// this one had died: the file is cut to n bytes, synced and moved into a
+// staging directory of its own whose lock is released at once (the lock
+// file stays, unlocked: the mark of a dead owner). From then on it is an
+// orphan like any other: Orphan returns it to a taker, and CleanStaging
+// removes it once nobody adopted it (CleanStagingDirsKeeping keeps it for
+// OrphanGrace). Call it only once nothing writes to st any more.
+//
+// It reports false, with nothing done, when the store cannot hand files
+// over (not a local filesystem: no other replica can read this process's
+// staging) or n is 0; the caller then discards st as usual. On an error
+// the file stays where it was.
+func (s *Store) HandOver(st *Staging, n int64) (bool, error) {
+	if s.root == "" || s.lock == nil || st.driverPath == "" || n <= 0 {
+		return false, nil
+	}
+	if err := st.io.Truncate(n); err != nil {
+		return false, fmt.Errorf("storage: hand over staging: %w", err)
+	}
+	if err := st.io.Sync(); err != nil {
+		return false, fmt.Errorf("storage: hand over staging: %w", err)
+	}
+	l, err := acquireStaging(filepath.Join(s.root, filepath.FromSlash(stagingDir)))
+	if err != nil {
+		return false, fmt.Errorf("storage: hand over staging: %w", err)
+	}
+	src := st.File.Name()
+	if err := os.Rename(src, filepath.Join(l.dir, filepath.Base(src))); err != nil {
+		return false, errors.Join(fmt.Errorf("storage: hand over staging: %w", err), os.Remove(l.dir), l.release())
+	}
+	// Durable before the lock goes: a taker may read it at once. Closing
+	// the lock file drops the flock and leaves the file.
+	return true, errors.Join(syncDir(l.dir), l.f.Close())
+}

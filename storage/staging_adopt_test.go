@@ -188,3 +188,98 @@ func TestCleanStagingKeepsRecentOrphans(t *testing.T) {
 		t.Fatalf("plain cleanup kept a dead owner's staging: %v", err)
 	}
 }
+
+// TestHandOver: a fill cut at shutdown hands its staging file over. While
+// its process still lives (its own staging stays locked) another Store
+// finds the file as an orphan, cut to the valid length; the live
+// process's other staging files stay private; the handed-over file
+// outlives its Store's Close; a cleanup with a grace leaves it, the plain
+// cleanup removes it. Nothing is handed over from an empty fill or a store
+// whose staging no other process can read.
+func TestHandOver(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	root := t.TempDir()
+	d := digest.FromString("a fill cut at the shutdown deadline")
+	a, b := newFS(t, root), newFS(t, root)
+	st, err := a.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File.WriteString("verified-length bytes|and a torn tail"); err != nil {
+		t.Fatal(err)
+	}
+	running, err := a.NewStaging(digest.FromString("a fill that still runs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.File.WriteString("live"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.HandOver(st, int64(len("verified-length bytes"))); !ok || err != nil {
+		t.Fatalf("HandOver: %v %v", ok, err)
+	}
+	if o, err := b.Orphan(digest.FromString("a fill that still runs")); o != nil || err != nil {
+		t.Fatalf("a live Store's other staging file taken for an orphan: %+v %v", o, err)
+	}
+	o, err := b.Orphan(d)
+	if err != nil || o == nil {
+		t.Fatalf("handed-over staging while its process lives: %+v %v", o, err)
+	}
+	got, err := io.ReadAll(o.File)
+	if err != nil || string(got) != "verified-length bytes" || o.Size != int64(len(got)) {
+		t.Fatalf("orphan: %q (size %d) %v", got, o.Size, err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CleanStagingDirsKeeping(ctx, storage.OrphanGrace); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = b.Orphan(d); err != nil || o == nil || o.Size != int64(len("verified-length bytes")) {
+		t.Fatalf("handed-over staging after its Store closed and a cleanup with a grace: %+v %v", o, err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CleanStagingDirs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := b.Orphan(d); o != nil || err != nil {
+		t.Fatalf("handed-over staging after the plain cleanup: %+v %v", o, err)
+	}
+	if left := entries(t, root); len(left) != 2 {
+		t.Fatalf("staging after cleanup: %v, want only B's directory and lock", left)
+	}
+
+	// Nothing to hand over: the file stays where it is (the caller
+	// discards it).
+	empty, err := b.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.HandOver(empty, 0); ok || err != nil {
+		t.Fatalf("HandOver of 0 bytes: %v %v", ok, err)
+	}
+	if _, err := os.Stat(empty.File.Name()); err != nil {
+		t.Fatalf("an empty staging file moved: %v", err)
+	}
+	mem, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mem.Close() })
+	ms, err := mem.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.File.WriteString("bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := mem.HandOver(ms, 5); ok || err != nil {
+		t.Fatalf("HandOver on a store without a shared root: %v %v", ok, err)
+	}
+}
