@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/stowage/stowage/proxy/internal/fill"
@@ -41,6 +42,36 @@ const maxLeaseWait = 30 * time.Minute
 // peerRetry is how long a replica waits before it asks an owner that could
 // not stream again (meanwhile it polls for the commit).
 const peerRetry = time.Second
+
+// freshOwnerWait and freshOwnerTries bound how an owner seen for the first
+// time is asked again when it answers that it runs no fill for the blob
+// (yet): it may have taken the lease an instant ago and not yet made its
+// fill streamable. Five asks over 20+40+80+160 ms, instead of peerRetry.
+const (
+	freshOwnerWait  = 20 * time.Millisecond
+	freshOwnerTries = 5
+)
+
+// errCommittedMeanwhile: the blob was committed while a fresh owner was
+// asked again.
+var errCommittedMeanwhile = errors.New("committed while asking its owner")
+
+// askFresh calls ask, and again after short waits (freshOwnerWait,
+// doubling; at most freshOwnerTries calls) while the owner answers that it
+// has no stream: a replica that has just taken the lease has one a moment
+// later. Any other outcome ends it at once.
+func askFresh(ctx context.Context, ask func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.Multiplier, b.RandomizationFactor = freshOwnerWait, 2, 0
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := ask()
+		if err != nil && !errors.Is(err, peer.ErrNoStream) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(freshOwnerTries))
+	return err
+}
 
 // fillKey is a blob's lease key.
 func fillKey(d digest.Digest) string { return "fill:" + d.String() }
@@ -88,6 +119,7 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 			f.SetOwner("")
 			return func() { unown(); rel() }, false, nil
 		}
+		sg.sawOwner = true
 		if done, err := p.waitOwner(ctx, f, sg, key, cacheRepo, deadline); done || err != nil {
 			return nil, done, err
 		}
@@ -101,7 +133,9 @@ func (p *Proxy) acquireFill(ctx context.Context, f *fill.Fill, sg *staged, cache
 // committed (and f verified when it published bytes), or false when the
 // lease ended without a commit: the caller then tries to take over. An
 // owner that cannot stream is asked again at most every peerRetry; a new
-// owner at once.
+// owner at once, and when it answers that it runs no fill (yet) a few more
+// times within 300 ms (askFresh): it may have taken the lease an instant
+// before it could stream.
 func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, cacheRepo string, deadline time.Time) (bool, error) {
 	d := f.Digest()
 	var (
@@ -119,7 +153,8 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 			f.SetOwner(id) // shown in the fills list
 		}
 		if url != "" && (id+" "+url != following || time.Now().After(nextTry)) {
-			if id+" "+url != following {
+			fresh := id+" "+url != following
+			if fresh {
 				following, warned = id+" "+url, false
 				fl = &peer.Follower{Src: &httpSource{pr: p.peer, url: url, d: d}, Sink: &fillSink{p: p, f: f, sg: sg},
 					Opts: peer.Options{Retries: 3, Backoff: 100 * time.Millisecond, Restarts: 3, Stall: p.peer.stall}}
@@ -127,11 +162,30 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 			if err := p.confirmOwn(ctx, f, sg, cacheRepo); err != nil {
 				return false, err
 			}
-			err := p.followPeer(ctx, f, sg, fl, cacheRepo)
-			p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
+			asks := 0
+			ask := func() error {
+				if asks++; asks > 1 {
+					if _, serr := p.store.StatBlob(ctx, d); serr == nil {
+						return errCommittedMeanwhile
+					}
+				}
+				err := p.followPeer(ctx, f, sg, fl, cacheRepo)
+				p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
+				return err
+			}
+			var err error
+			if fresh {
+				// It may have taken the lease an instant ago: ask again
+				// soon rather than after peerRetry.
+				err = askFresh(ctx, ask)
+			} else {
+				err = ask()
+			}
 			switch {
 			case err == nil:
 				return true, nil
+			case errors.Is(err, errCommittedMeanwhile):
+				continue
 			case errors.Is(err, peer.ErrOwnerGone):
 				level := slog.LevelDebug // logged once per owner, retried every peerRetry
 				if !warned {

@@ -37,7 +37,10 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 	// A blob another replica committed can vanish again before we look;
 	// then this process downloads it. Bounded: three rounds.
 	sg := &staged{}
-	defer sg.discard(p.log, f)
+	defer func() {
+		p.handOver(ctx, f, sg) // a follower cut at shutdown: its streamed bytes
+		sg.discard(p.log, f)
+	}()
 	for range 3 {
 		if size, _ := f.Progress(); size < 0 {
 			if cached, err := p.alreadyCommitted(ctx, f); cached || err != nil {
@@ -56,8 +59,16 @@ func (p *Proxy) runFill(ctx context.Context, f *fill.Fill, cacheRepo string) err
 		}
 		// A dead owner may have staged more than this fill streamed from
 		// it (or this fill never streamed): resume from there.
-		p.adoptOrphan(ctx, f, sg)
+		_, streamed := f.Progress()
+		adopted := p.adoptOrphan(ctx, f, sg)
+		if sg.sawOwner || adopted > 0 {
+			sg.takeover = true
+			p.m.takeover.note(streamed, adopted)
+		}
 		err = p.download(ctx, f, cacheRepo, sg)
+		// Cut at shutdown: the staged bytes are left for the replica
+		// that takes over, before the lease tells it to.
+		p.handOver(ctx, f, sg)
 		release()
 		return err
 	}
@@ -89,6 +100,9 @@ type download struct {
 	total   int64              // bytes received over every attempt
 	budget  int64              // bound of total once the size is known (-1: none yet)
 	counter prometheus.Counter // stowage_upstream_bytes_total of the host
+	// takeover counts the bytes too when the fill took over from another
+	// owner (stowage_fill_takeover_downloaded_bytes_total); nil otherwise.
+	takeover prometheus.Counter
 	// headSize is the upstream's HEAD answer for a blob whose GET came
 	// without a length (-1: unknown); headAsked: the HEAD was sent.
 	headSize  int64
@@ -107,6 +121,9 @@ type download struct {
 func (dl *download) received(n int) error {
 	dl.total += int64(n)
 	dl.counter.Add(float64(n))
+	if dl.takeover != nil {
+		dl.takeover.Add(float64(n))
+	}
 	if dl.budget >= 0 && dl.total > dl.budget {
 		return fmt.Errorf("%w: downloaded %d bytes, more than cache.fill.max_download_factor allows (%d)", fill.ErrBudget, dl.total, dl.budget)
 	}
@@ -131,6 +148,9 @@ func (p *Proxy) download(ctx context.Context, f *fill.Fill, cacheRepo string, sg
 	dl := &download{h: sg.h, buf: make([]byte, chunkSize), budget: -1, headSize: -1,
 		counter: p.m.upstreamBytes.WithLabelValues(f.Host())}
 	_, dl.inherited = f.Progress()
+	if sg.takeover {
+		dl.takeover = p.m.takeover.downloaded
+	}
 	bo := upstream.NewBackOff(ucfg.Retry)
 	failures := 0
 	for attempt := 1; ; attempt++ {

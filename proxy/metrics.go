@@ -18,6 +18,7 @@ type metrics struct {
 	staleServes   *prometheus.CounterVec
 	rateLimit     *prometheus.GaugeVec
 	manifest      *manifestMetrics
+	takeover      *takeoverMetrics
 
 	diskFullEpisodes prometheus.Counter
 	diskFull         prometheus.Gauge
@@ -83,6 +84,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.manifest = mm
+	if m.takeover, err = newTakeoverMetrics(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 

@@ -25,6 +25,12 @@ type staged struct {
 	// confirmed: the upstream was asked whether the fill's repository has
 	// the blob (confirmOwn).
 	confirmed bool
+	// sawOwner: another replica held the fill's lease before this one
+	// took it; takeover: this fill took over from it or from a dead
+	// owner's staging (takeoverMetrics).
+	sawOwner, takeover bool
+	// handedOver: the staging file was left for a taker (Proxy.handOver).
+	handedOver bool
 }
 
 // confirmOwn asks the upstream, once per fill, whether the fill's own
@@ -74,7 +80,7 @@ func (sg *staged) ensure(store *storage.Store, f *fill.Fill) (*storage.Staging, 
 
 // discard removes an uncommitted staging file.
 func (sg *staged) discard(log *slog.Logger, f *fill.Fill) {
-	if sg.st == nil || sg.committed {
+	if sg.st == nil || sg.committed || sg.handedOver {
 		return
 	}
 	if err := sg.st.Discard(); err != nil {

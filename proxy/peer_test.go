@@ -48,6 +48,9 @@ type replicaOptions struct {
 	wrapInternal func(i int, h http.Handler) http.Handler
 	// storeOpts, if set, gives replica i's Store options (fault injection).
 	storeOpts func(i int) []storage.Option
+	// wrapCoord, if set, wraps replica i's Redis leases (fault injection);
+	// the result should keep LeaseOwner (embed the leases).
+	wrapCoord func(i int, l *cluster.RedisLeases) proxy.Coordinator
 }
 
 func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
@@ -69,7 +72,11 @@ func newReplicasWith(t *testing.T, n int, o replicaOptions) []*replica {
 		if o.storeOpts != nil {
 			opts = o.storeOpts(i)
 		}
-		e := newPeerEnv(t, up, root, leases, o.stall, opts...)
+		var coord proxy.Coordinator = leases
+		if o.wrapCoord != nil {
+			coord = o.wrapCoord(i, leases)
+		}
+		e := newPeerEnv(t, up, root, coord, o.stall, opts...)
 		internal.Config.Handler = e.proxy.PeerHandler()
 		if o.wrapInternal != nil {
 			internal.Config.Handler = o.wrapInternal(i, internal.Config.Handler)

@@ -79,3 +79,27 @@ func (p *Proxy) adoptOrphan(ctx context.Context, f *fill.Fill, sg *staged) int64
 	}
 	return n
 }
+
+// handOver leaves the staged bytes of a fill that this process cut at
+// shutdown (Proxy.Close after server.shutdown_timeout: the fill's cause is
+// fill.ErrClosed) for the replica that takes the fill over, as a SIGKILL
+// would have left them: synced, in a staging directory whose lock is free,
+// where that replica adopts them (adoptOrphan) and start-up cleanup
+// removes them if nobody does. Any other end (commit, failure, a client's
+// cancel) leaves them to discard. The caller calls it before the fill's
+// lease is released, so that a taker that sees the lease gone finds the
+// file. The taker's digest check decides, as for every inherited byte.
+func (p *Proxy) handOver(ctx context.Context, f *fill.Fill, sg *staged) {
+	if sg.st == nil || sg.committed || sg.handedOver || ctx.Err() == nil || !errors.Is(context.Cause(ctx), fill.ErrClosed) {
+		return
+	}
+	_, written := f.Progress()
+	ok, err := p.store.HandOver(sg.st, written)
+	switch {
+	case err != nil:
+		p.log.Warn("leaving a cut fill's staged bytes for a taker", "digest", f.Digest(), "bytes", written, "err", err)
+	case ok:
+		sg.handedOver = true
+		p.log.Info("fill cut at shutdown; its staged bytes are left for the replica that takes it over", "digest", f.Digest(), "bytes", written)
+	}
+}
