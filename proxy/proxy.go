@@ -146,8 +146,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.router.ServeHTTP(w, r)
 }
 
-// Close stops running fills (their staging files are removed), waits for
-// them to end and closes the upstream clients.
+// Close stops running fills, waits for them to end and closes the upstream
+// clients. A stopped fill's staging file is handed over on a shared
+// filesystem (Store.HandOver: another replica resumes from it), removed
+// otherwise.
 func (p *Proxy) Close() error {
 	p.fills.Close()
 	p.health.closeChecks() // background integrity checks

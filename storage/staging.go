@@ -28,7 +28,9 @@ import (
 // flock locks belong to an open file description: two Stores in one
 // process exclude each other like two processes do, and the kernel drops
 // the lock when the process dies however it dies. (On NFS, Linux maps
-// flock to byte-range locks the server arbitrates.)
+// flock to byte-range locks the server arbitrates.) A Store that hands a
+// partial download over at shutdown (HandOver) creates such a pair for it
+// and unlocks it at once: to everyone else, a dead owner's.
 
 // LeftoverAge is how long a file nobody owns must have been left untouched
 // before CleanStaging removes it: staging files of the previous flat layout

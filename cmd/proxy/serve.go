@@ -273,9 +273,10 @@ func frontHandler(cfg *config.Config, handler http.Handler, log *slog.Logger) (h
 // finish — their leases renewed — while the internal listener keeps
 // serving the other replicas that stream them. Only once those fills have
 // ended (or the deadline passed) does the internal listener close; the
-// deferred Proxy.Close then cancels what is left, which releases its
-// leases at once so that another replica takes over without waiting for
-// them to expire.
+// deferred Proxy.Close then cancels what is left, which hands their
+// staged bytes over (on a shared filesystem) and then releases their leases
+// at once, so that another replica takes over without waiting for them to
+// expire and resumes from what was staged.
 func shutdown(ctx context.Context, cfg *config.Config, log *slog.Logger, p *proxy.Proxy, srv *http.Server, internal *internalServer,
 	stopJobs func()) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
