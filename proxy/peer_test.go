@@ -355,6 +355,22 @@ func TestPeerStreamOwnerDies(t *testing.T) {
 	if n := a.up.Count(testenv.BlobGet); n != 2 {
 		t.Fatalf("upstream blob GETs = %d, want 2 (the owner's, the resumed one)", n)
 	}
+	// B counts one takeover that kept what it had streamed (and what the
+	// owner's handed-over staging held beyond, if anything) and downloaded
+	// the rest.
+	m := scrape(t, b.env)
+	streamed := m[`stowage_fill_inherited_bytes_total{source="streamed"}`]
+	adopted := m[`stowage_fill_inherited_bytes_total{source="adopted"}`]
+	downloaded := m[`stowage_fill_takeover_downloaded_bytes_total`]
+	t.Logf("B's takeover: streamed %.0f, adopted %.0f, downloaded %.0f", streamed, adopted, downloaded)
+	if takeovers := m[`stowage_fill_takeovers_total{source="streamed"}`] + m[`stowage_fill_takeovers_total{source="adopted"}`]; takeovers != 1 ||
+		m[`stowage_fill_takeovers_total{source="none"}`] != 0 {
+		t.Errorf("B's takeovers: %v streamed or adopted, %v from zero; want 1 and 0", takeovers, m[`stowage_fill_takeovers_total{source="none"}`])
+	}
+	if streamed < 512<<10 || int64(streamed+adopted+downloaded) != size {
+		t.Errorf("B's takeover bytes: streamed %.0f (want at least what its client had), adopted %.0f, downloaded %.0f; want %d together",
+			streamed, adopted, downloaded, size)
+	}
 }
 
 // TestPeerEndpointAuth: the internal endpoint streams a running fill only
