@@ -73,7 +73,8 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"stowage_cache_bytes", "stowage_cache_evicted_bytes_total", "stowage_fill_duration_seconds_bucket",
-		"stowage_upstream_errors_total", "stowage_disk_full", "stowage_stale_serve_age_seconds_bucket"} {
+		"stowage_upstream_errors_total", "stowage_disk_full", "stowage_stale_serve_age_seconds_bucket",
+		"stowage_fill_takeovers_total", "stowage_peer_streams_total", "stowage_redis_unavailable", "stowage_eviction_role"} {
 		if !strings.Contains(exprs.String(), m) {
 			t.Errorf("dashboard does not show %s", m)
 		}
