@@ -22,30 +22,7 @@ const maxRejoins = 3
 // else by joining (or starting) the one fill for its digest. HEAD never
 // starts a download.
 func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
-	ctx := r.Context()
-	rs, info, err := p.store.OpenBlob(ctx, q.dgst)
-	switch {
-	case err == nil:
-		defer rs.Close()
-		if err := p.ensureBlobLinked(ctx, q); err != nil {
-			p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
-			return
-		}
-		p.m.hits.WithLabelValues("blob").Inc()
-		p.cacheHooks().Touched(q.dgst)
-		if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
-			return
-		}
-		release := p.serving.hold(q.dgst)
-		setBlobHeaders(w.Header(), q)
-		http.ServeContent(w, r, "", info.ModTime, rs)
-		release()
-		if r.Method == http.MethodGet {
-			p.sampleIntegrity(q.dgst)
-		}
-		return
-	case !errors.Is(err, storage.ErrNotFound):
-		p.writeError(w, r, err)
+	if p.serveCached(w, r, q) {
 		return
 	}
 	p.m.misses.WithLabelValues("blob").Inc()
@@ -59,6 +36,44 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 		}
 	}
 	p.writeError(w, r, fromUpstream(q.host, kindBlob, upstream.ErrNotFound))
+}
+
+// serveCached answers from the cache when it holds q's blob and reports
+// whether it answered. The blob is marked in use (eviction leaves it
+// alone) and touched before it is opened and linked: an eviction that
+// decided on it before that removes it wholly before the link is written
+// or not at all (storage.Store.LinkBlob), and a blob that went meanwhile
+// is a miss.
+func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, q *request) bool {
+	ctx := r.Context()
+	release := p.serving.hold(q.dgst)
+	defer release()
+	rs, info, err := p.store.OpenBlob(ctx, q.dgst)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		p.writeError(w, r, err)
+		return true
+	}
+	defer rs.Close()
+	p.cacheHooks().Touched(q.dgst)
+	if err := p.ensureBlobLinked(ctx, q); errors.Is(err, storage.ErrNotFound) {
+		return false // removed since it was opened
+	} else if err != nil {
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return true
+	}
+	p.m.hits.WithLabelValues("blob").Inc()
+	if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
+		return true
+	}
+	setBlobHeaders(w.Header(), q)
+	http.ServeContent(w, r, "", info.ModTime, rs)
+	if r.Method == http.MethodGet {
+		p.sampleIntegrity(q.dgst)
+	}
+	return true
 }
 
 // ensureBlobLinked allows a blob that the cache holds for another

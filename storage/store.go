@@ -55,6 +55,8 @@ type Store struct {
 	wrapStaging func(*os.File) StagingFile
 	// redirect makes BlobURL presign URLs (WithRedirect).
 	redirect bool
+	// guard keeps links and removals of one blob apart (blobguard.go).
+	guard blobGuard
 
 	closeOnce sync.Once
 	closeErr  error
@@ -264,6 +266,9 @@ func (st *Staging) Discard() error {
 // returns), an upload through the driver otherwise. The caller has checked
 // size and digest and synced the file.
 func (s *Store) CommitBlob(ctx context.Context, d digest.Digest, st *Staging) error {
+	l := s.guard.lock(d)
+	l.RLock()
+	defer l.RUnlock()
 	dst := blobDataPath(d)
 	if st.driverPath != "" {
 		if err := s.d.Move(ctx, st.driverPath, dst); err != nil {
@@ -337,7 +342,17 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (io.ReadSeekClose
 
 // LinkBlob records that repo references blob d (the registry's _layers
 // link), which a stock registry needs to serve it under that repository.
+// The blob must be in the cache: a link to a missing blob (one removed
+// meanwhile) is not written, and the error wraps ErrNotFound. A removal of
+// the same blob by this Store runs wholly before or after it.
 func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	l := s.guard.lock(d)
+	l.RLock()
+	defer l.RUnlock()
+	if _, err := s.StatBlob(ctx, d); err != nil {
+		return fmt.Errorf("storage: link %s into %s: %w", d, repo, err)
+	}
+	s.guard.linked(repo)
 	return s.writeLink(ctx, layerLinkPath(repo, d), d)
 }
 
