@@ -270,6 +270,15 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		}
 		size = b.Size
 	}
+	if size >= 0 && written > size {
+		// More bytes staged than the blob has: inherited ones (a dead
+		// owner's staging adopted before the size was known) that end
+		// past it. Only the first size bytes can be the blob's.
+		if err := dl.rewind(f, size); err != nil {
+			return false, err
+		}
+		written = size
+	}
 	limit := size
 	if limit < 0 {
 		// No length, neither now nor before: without a bound, a body that
