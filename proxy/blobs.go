@@ -363,7 +363,11 @@ func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *r
 		return
 	}
 	defer rs.Close()
-	if err := link(r.Context()); err != nil {
+	if err := link(r.Context()); errors.Is(err, storage.ErrNotFound) {
+		// Removed (evicted) since it was opened: the open blob is still
+		// the verified one, served unlinked.
+		p.log.Info("blob removed before it was linked; serving it unlinked", "repo", q.cacheRepo, "digest", q.dgst)
+	} else if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
