@@ -357,6 +357,7 @@ func (w *headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // serveStoreAfterFill serves a blob a fill left in the store, once link
 // (which writes the repository's link, or authorises and links it) allows.
 func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link func(context.Context) error) {
+	defer p.serving.hold(q.dgst)() // in use (eviction) before it is linked
 	rs, info, err := p.store.OpenBlob(r.Context(), q.dgst)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))

@@ -1,17 +1,11 @@
 package storage
 
 import (
-	"hash/fnv"
 	"sort"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
-
-// guardStripes is how many locks the digests share. A removal holds one
-// exclusively for a few driver calls; links and commits of digests in
-// other stripes go on.
-const guardStripes = 64
 
 // blobGuard keeps a blob's links and its removal apart in this process:
 // LinkBlob and CommitBlob hold their digest's lock shared, RemoveBlob
@@ -21,22 +15,56 @@ const guardStripes = 64
 // remembers every repository this Store linked a blob into, so RemoveBlob
 // unlinks those even when its caller's list is older than the link.
 //
+// The locks are per digest (not striped): a removal on object storage
+// deletes a link in every repository and may take seconds, and it must
+// not hold up the commits of other blobs meanwhile.
+//
 // Other processes sharing the root (a replica on shared storage, a CLI
 // beside a server) are not excluded: their eviction is the cluster's
 // (one evicting replica), and verify --repair removes what is left.
 //
 // The zero value is ready to use.
 type blobGuard struct {
-	stripes [guardStripes]sync.RWMutex
-
 	mu    sync.Mutex
+	locks map[digest.Digest]*digestLock
 	repos map[string]struct{}
 }
 
-func (g *blobGuard) lock(d digest.Digest) *sync.RWMutex {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(d))
-	return &g.stripes[h.Sum32()%guardStripes]
+type digestLock struct {
+	sync.RWMutex
+	refs int // guarded by blobGuard.mu
+}
+
+// acquire returns d's lock, taken shared or exclusively, and its release.
+func (g *blobGuard) acquire(d digest.Digest, exclusive bool) (release func()) {
+	g.mu.Lock()
+	if g.locks == nil {
+		g.locks = map[digest.Digest]*digestLock{}
+	}
+	l := g.locks[d]
+	if l == nil {
+		l = &digestLock{}
+		g.locks[d] = l
+	}
+	l.refs++
+	g.mu.Unlock()
+	if exclusive {
+		l.Lock()
+	} else {
+		l.RLock()
+	}
+	return func() {
+		if exclusive {
+			l.Unlock()
+		} else {
+			l.RUnlock()
+		}
+		g.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(g.locks, d)
+		}
+		g.mu.Unlock()
+	}
 }
 
 // linked records that repo gets a link (before it is written).

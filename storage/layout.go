@@ -252,9 +252,7 @@ func (s *Store) RemoveBlob(ctx context.Context, d digest.Digest, repos []string)
 	if err := d.Validate(); err != nil {
 		return 0, fmt.Errorf("storage: remove blob: %w", err)
 	}
-	l := s.guard.lock(d)
-	l.Lock()
-	defer l.Unlock()
+	defer s.guard.acquire(d, true)()
 	links := 0
 	for _, repo := range s.guard.withLinked(repos) {
 		p := path.Dir(layerLinkPath(repo, d))

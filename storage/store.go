@@ -266,9 +266,7 @@ func (st *Staging) Discard() error {
 // returns), an upload through the driver otherwise. The caller has checked
 // size and digest and synced the file.
 func (s *Store) CommitBlob(ctx context.Context, d digest.Digest, st *Staging) error {
-	l := s.guard.lock(d)
-	l.RLock()
-	defer l.RUnlock()
+	defer s.guard.acquire(d, false)()
 	dst := blobDataPath(d)
 	if st.driverPath != "" {
 		if err := s.d.Move(ctx, st.driverPath, dst); err != nil {
@@ -346,9 +344,7 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (io.ReadSeekClose
 // meanwhile) is not written, and the error wraps ErrNotFound. A removal of
 // the same blob by this Store runs wholly before or after it.
 func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
-	l := s.guard.lock(d)
-	l.RLock()
-	defer l.RUnlock()
+	defer s.guard.acquire(d, false)()
 	if _, err := s.StatBlob(ctx, d); err != nil {
 		return fmt.Errorf("storage: link %s into %s: %w", d, repo, err)
 	}
