@@ -80,7 +80,9 @@ func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, q *request) 
 // repository to be served under this one once the upstream confirms the
 // repository has it (a digest is no password). When the upstream cannot be
 // asked, the content-addressed copy is served but not linked: the next
-// request asks again.
+// request asks again. So it is when the link cannot be written (a full
+// disk): the cache's own failure never fails a client it can serve. A blob
+// removed meanwhile is an error wrapping storage.ErrNotFound.
 func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 	linked, err := p.store.BlobLinked(ctx, q.cacheRepo, q.dgst)
 	if err != nil || linked {
@@ -90,7 +92,13 @@ func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 	if err != nil || !link {
 		return err
 	}
-	return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+	err = p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) && (isDiskFull(err) || isStorageFailure(err)) {
+		p.noteStorageError(err)
+		p.log.Warn("cannot link the blob; serving it unlinked", "repo", q.cacheRepo, "digest", q.dgst, "err", err)
+		return nil
+	}
+	return err
 }
 
 // redirectBlob sends a client to a presigned URL of a committed blob when

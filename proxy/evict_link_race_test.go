@@ -89,3 +89,39 @@ func TestHitDuringEvictionLeavesNoDanglingLink(t *testing.T) {
 		t.Errorf("after the pulls: %v; want the blob cached again", err)
 	}
 }
+
+// TestHitFullDiskLinkServes: a blob cached for one repository is pulled
+// through another; the upstream confirms that repository has it, and the
+// _layers link for it cannot be written because the disk is full. The
+// client still gets the verified cached blob (the cache's own failure
+// never fails a client the cache can serve), the link is left for a later
+// pull, and eviction is asked to make room.
+func TestHitFullDiskLinkServes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const size = 128 << 10
+	root := t.TempDir()
+	var fd *storagetest.FaultDriver
+	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
+		fd = storagetest.NewFaultDriver(d)
+		return fd
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{root: root, store: store})
+	d, blob := e.seedRead("library/linkfull-a:v1", size, 142)
+	e.seedBlob("library/linkfull-b:v1", size, 142) // the same layer in another repository
+	if a := e.fetch(ctx, http.MethodGet, "/v2/library/linkfull-a/blobs/"+d.String(), nil); !a.complete() || !bytes.Equal(a.body, blob) {
+		t.Fatalf("first pull: %s", a)
+	}
+	fd.Inject(storagetest.Fault{Op: storagetest.OpWrite, Path: "/stowage/staging/", Err: storagetest.ErrNoSpace})
+	a := e.fetch(ctx, http.MethodGet, "/v2/library/linkfull-b/blobs/"+d.String(), nil)
+	if !a.complete() || !bytes.Equal(a.body, blob) {
+		t.Errorf("hit through another repository with the disk full: %s, want the cached blob", a)
+	}
+	if linked, err := store.BlobLinked(ctx, "docker.io/library/linkfull-b", d); err != nil || linked {
+		t.Errorf("linked %v, %v with the disk full", linked, err)
+	}
+}
