@@ -190,7 +190,8 @@ func TestCleanStagingKeepsRecentOrphans(t *testing.T) {
 }
 
 // TestOrphanSkipsWhatIsNoStagingFile: in a dead owner's directory, only
-// regular files are staging files. A FIFO under a blob's staging name
+// regular files named <hex>.<suffix> are d's staging files (not those of
+// a longer digest whose hex begins with d's). A FIFO under a blob's staging name
 // must not block the taker (opening one for reading waits for a writer
 // that never comes: the fill would hang, holding its lease), and a
 // symbolic link must not be followed to bytes outside the staging
@@ -219,6 +220,11 @@ func TestOrphanSkipsWhatIsNoStagingFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := syscall.Mkfifo(filepath.Join(dir, d.Encoded()+".fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A longer digest (sha512) whose hex begins with d's: another blob.
+	longer := d.Encoded() + strings.Repeat("ab", 32) + ".0123456789abcdef"
+	if err := os.WriteFile(filepath.Join(dir, longer), []byte(strings.Repeat("another blob ", 100)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	storage.Crash(a)
