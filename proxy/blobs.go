@@ -391,7 +391,11 @@ func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *r
 func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64)) (fromUpstream bool, err error) {
 	for range maxRejoins {
 		if _, err := p.store.StatBlob(ctx, q.dgst); err == nil {
-			return false, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+			err := p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // evicted since the look-up: fetch it
+			}
+			return false, err
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return false, err
 		}
