@@ -17,7 +17,7 @@ import (
 	"github.com/stowage/stowage/storage/storagetest"
 )
 
-func newFS(t *testing.T, root string, opts ...storage.Option) *storage.Store {
+func newFS(t testing.TB, root string, opts ...storage.Option) *storage.Store {
 	t.Helper()
 	s, err := storage.NewFilesystem(root, opts...)
 	if err != nil {
