@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,9 @@ type Store struct {
 	redirect bool
 	// guard keeps links and removals of one blob apart (blobguard.go).
 	guard blobGuard
+
+	// relock guards lock.f while restoreStaging replaces it.
+	relock sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -147,6 +151,8 @@ func New(d driver.StorageDriver, opts ...Option) (*Store, error) {
 // in it) and releases its lock. Call it after every fill has ended.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.relock.Lock()
+		defer s.relock.Unlock()
 		err := os.RemoveAll(s.staging)
 		if s.lock != nil {
 			err = errors.Join(err, s.lock.release())
@@ -231,8 +237,23 @@ func (st *Staging) IO() StagingFile { return st.io }
 // NewStaging creates an empty staging file for a blob fill in this Store's
 // own staging directory.
 func (s *Store) NewStaging(d digest.Digest) (*Staging, error) {
+	if s.lock != nil {
+		// A staging directory whose lock file went is any cleanup's to
+		// remove (a metadata write may have re-created the directory
+		// alone): check it for every fill (three stat calls).
+		if err := s.restoreStaging(); err != nil {
+			return nil, fmt.Errorf("storage: staging: %w", err)
+		}
+	}
 	name := d.Encoded() + "." + randomHex(8)
 	f, err := os.OpenFile(filepath.Join(s.staging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed under the running process: take it back.
+		if rerr := s.restoreStaging(); rerr != nil {
+			return nil, fmt.Errorf("storage: staging: %w", errors.Join(err, rerr))
+		}
+		f, err = os.OpenFile(filepath.Join(s.staging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: staging: %w", err)
 	}
