@@ -22,30 +22,7 @@ const maxRejoins = 3
 // else by joining (or starting) the one fill for its digest. HEAD never
 // starts a download.
 func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
-	ctx := r.Context()
-	rs, info, err := p.store.OpenBlob(ctx, q.dgst)
-	switch {
-	case err == nil:
-		defer rs.Close()
-		if err := p.ensureBlobLinked(ctx, q); err != nil {
-			p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
-			return
-		}
-		p.m.hits.WithLabelValues("blob").Inc()
-		p.cacheHooks().Touched(q.dgst)
-		if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
-			return
-		}
-		release := p.serving.hold(q.dgst)
-		setBlobHeaders(w.Header(), q)
-		http.ServeContent(w, r, "", info.ModTime, rs)
-		release()
-		if r.Method == http.MethodGet {
-			p.sampleIntegrity(q.dgst)
-		}
-		return
-	case !errors.Is(err, storage.ErrNotFound):
-		p.writeError(w, r, err)
+	if p.serveCached(w, r, q) {
 		return
 	}
 	p.m.misses.WithLabelValues("blob").Inc()
@@ -61,11 +38,51 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, q *request) {
 	p.writeError(w, r, fromUpstream(q.host, kindBlob, upstream.ErrNotFound))
 }
 
+// serveCached answers from the cache when it holds q's blob and reports
+// whether it answered. The blob is marked in use (eviction leaves it
+// alone) and touched before it is opened and linked: an eviction that
+// decided on it before that removes it wholly before the link is written
+// or not at all (storage.Store.LinkBlob), and a blob that went meanwhile
+// is a miss.
+func (p *Proxy) serveCached(w http.ResponseWriter, r *http.Request, q *request) bool {
+	ctx := r.Context()
+	release := p.serving.hold(q.dgst)
+	defer release()
+	rs, info, err := p.store.OpenBlob(ctx, q.dgst)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		p.writeError(w, r, err)
+		return true
+	}
+	defer rs.Close()
+	p.cacheHooks().Touched(q.dgst)
+	if err := p.ensureBlobLinked(ctx, q); errors.Is(err, storage.ErrNotFound) {
+		return false // removed since it was opened
+	} else if err != nil {
+		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
+		return true
+	}
+	p.m.hits.WithLabelValues("blob").Inc()
+	if r.Method == http.MethodGet && p.redirectBlob(w, r, q) {
+		return true
+	}
+	setBlobHeaders(w.Header(), q)
+	http.ServeContent(w, r, "", info.ModTime, rs)
+	if r.Method == http.MethodGet {
+		p.sampleIntegrity(q.dgst)
+	}
+	return true
+}
+
 // ensureBlobLinked allows a blob that the cache holds for another
 // repository to be served under this one once the upstream confirms the
 // repository has it (a digest is no password). When the upstream cannot be
 // asked, the content-addressed copy is served but not linked: the next
-// request asks again.
+// request asks again. So it is when the link cannot be written (a full
+// disk): the cache's own failure never fails a client it can serve. A blob
+// removed meanwhile is an error wrapping storage.ErrNotFound.
 func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 	linked, err := p.store.BlobLinked(ctx, q.cacheRepo, q.dgst)
 	if err != nil || linked {
@@ -75,7 +92,13 @@ func (p *Proxy) ensureBlobLinked(ctx context.Context, q *request) error {
 	if err != nil || !link {
 		return err
 	}
-	return p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+	err = p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) && (isDiskFull(err) || isStorageFailure(err)) {
+		p.noteStorageError(err)
+		p.log.Warn("cannot link the blob; serving it unlinked", "repo", q.cacheRepo, "digest", q.dgst, "err", err)
+		return nil
+	}
+	return err
 }
 
 // redirectBlob sends a client to a presigned URL of a committed blob when
@@ -342,13 +365,18 @@ func (w *headersFirst) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // serveStoreAfterFill serves a blob a fill left in the store, once link
 // (which writes the repository's link, or authorises and links it) allows.
 func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *request, link func(context.Context) error) {
+	defer p.serving.hold(q.dgst)() // in use (eviction) before it is linked
 	rs, info, err := p.store.OpenBlob(r.Context(), q.dgst)
 	if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
 	defer rs.Close()
-	if err := link(r.Context()); err != nil {
+	if err := link(r.Context()); errors.Is(err, storage.ErrNotFound) {
+		// Removed (evicted) since it was opened: the open blob is still
+		// the verified one, served unlinked.
+		p.log.Info("blob removed before it was linked; serving it unlinked", "repo", q.cacheRepo, "digest", q.dgst)
+	} else if err != nil {
 		p.writeError(w, r, fromUpstream(q.host, kindBlob, err))
 		return
 	}
@@ -363,7 +391,11 @@ func (p *Proxy) serveStoreAfterFill(w http.ResponseWriter, r *http.Request, q *r
 func (p *Proxy) fetchBlob(ctx context.Context, q *request, progress func(int64)) (fromUpstream bool, err error) {
 	for range maxRejoins {
 		if _, err := p.store.StatBlob(ctx, q.dgst); err == nil {
-			return false, p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+			err := p.store.LinkBlob(ctx, q.cacheRepo, q.dgst)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // evicted since the look-up: fetch it
+			}
+			return false, err
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return false, err
 		}

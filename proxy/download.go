@@ -284,6 +284,17 @@ func (p *Proxy) fillAttempt(ctx context.Context, reg upstream.Registry, f *fill.
 		return false, err
 	}
 	defer b.Body.Close()
+	if size < 0 && b.Size >= 0 && written > b.Size {
+		// More bytes staged than the blob has: inherited ones (a dead
+		// owner's staging adopted before the size was known) that end
+		// past it. Only the first b.Size bytes can be the blob's. Cut
+		// before the size is published, so that no reader starts on
+		// bytes about to go.
+		if err := dl.rewind(f, b.Size); err != nil {
+			return false, err
+		}
+		written = b.Size
+	}
 	if b.Size >= 0 {
 		if err := f.SetSize(b.Size); err != nil {
 			return false, fmt.Errorf("%w: from %d to %d", err, size, b.Size)

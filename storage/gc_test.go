@@ -133,7 +133,7 @@ func TestGCCollectsOnlyUnreferencedOldContent(t *testing.T) {
 }
 
 // commitBlob stages and commits content, returning its digest.
-func commitBlob(t *testing.T, s *storage.Store, content string) digest.Digest {
+func commitBlob(t testing.TB, s *storage.Store, content string) digest.Digest {
 	t.Helper()
 	d := digest.FromString(content)
 	st, err := s.NewStaging(d)

@@ -244,12 +244,17 @@ func (s *Store) LinkModTime(ctx context.Context, p string) (time.Time, error) {
 // before the data, so a crash in between leaves an unlinked blob (which
 // gc collects), never a dangling link. Manifest revision links are left
 // alone: use RemoveRevision. It returns the number of links removed.
+//
+// The links this Store wrote into repositories missing from repos (linked
+// after the caller listed them) are removed too, and a LinkBlob of d by
+// this Store waits for RemoveBlob to end (blobGuard).
 func (s *Store) RemoveBlob(ctx context.Context, d digest.Digest, repos []string) (int, error) {
 	if err := d.Validate(); err != nil {
 		return 0, fmt.Errorf("storage: remove blob: %w", err)
 	}
+	defer s.guard.acquire(d, true)()
 	links := 0
-	for _, repo := range repos {
+	for _, repo := range s.guard.withLinked(repos) {
 		p := path.Dir(layerLinkPath(repo, d))
 		removed, err := s.deleteIfExists(ctx, p)
 		if err != nil {

@@ -129,6 +129,34 @@ func (l *stagingLock) release() error {
 	return errors.Join(err, l.f.Close())
 }
 
+// restoreStaging re-creates this Store's staging directory, and on the
+// filesystem driver its lock file (locked again), after something removed
+// them under the running process: an operator's rm, a cleaner of the
+// temporary directory where object-storage Stores stage. Without them
+// every fill failed until a restart, and a directory re-created by a
+// metadata write had no lock file, so any cleanup removed it as a dead
+// owner's. The lock file comes first, as at start (tryAcquire).
+func (s *Store) restoreStaging() error {
+	s.relock.Lock()
+	defer s.relock.Unlock()
+	if l := s.lock; l != nil && !sameFile(l.f, l.path) {
+		if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("staging lock: %w", err)
+		}
+		if err := flock(f); err != nil {
+			return errors.Join(fmt.Errorf("staging lock %s: %w", l.path, err), f.Close())
+		}
+		old := l.f
+		l.f = f
+		_ = old.Close()
+	}
+	return os.MkdirAll(s.staging, 0o755)
+}
+
 // CleanStaging removes what dead processes left on a shared root. Call it
 // at start-up; it is safe while other processes use the same root:
 //

@@ -119,9 +119,11 @@ func orphanIn(lockPath, dir string, d digest.Digest) (*Orphan, error) {
 	var best *os.File
 	var bestSize int64 = -1
 	for _, m := range matches {
-		f, err := os.Open(m)
+		// Only a regular file is a staging file: no link is followed out
+		// of the directory, and a FIFO does not block the open.
+		f, err := os.OpenFile(m, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 		if err != nil {
-			continue // removed meanwhile
+			continue // removed meanwhile, or a symbolic link
 		}
 		fi, err := f.Stat()
 		if err != nil || !fi.Mode().IsRegular() || fi.Size() <= bestSize {

@@ -283,3 +283,71 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("HandOver on a store without a shared root: %v %v", ok, err)
 	}
 }
+
+func TestOrphanSkipsWhatIsNoStagingFile(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	d := digest.FromString("a blob whose dead owner left odd files")
+	a := newFS(t, root)
+	st, err := a.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const staged = "the real staged bytes"
+	if _, err := st.File.WriteString(staged); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(st.File.Name())
+	outside := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.WriteFile(outside, []byte(strings.Repeat("not a staging file ", 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, d.Encoded()+".link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, d.Encoded()+".fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A longer digest (sha512) whose hex begins with d's: another blob.
+	longer := d.Encoded() + strings.Repeat("ab", 32) + ".0123456789abcdef"
+	if err := os.WriteFile(filepath.Join(dir, longer), []byte(strings.Repeat("another blob ", 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	storage.Crash(a)
+
+	b := newFS(t, root)
+	type result struct {
+		o   *storage.Orphan
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		o, err := b.Orphan(d)
+		got <- result{o, err}
+	}()
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		// Unblock the open so the goroutine ends, then fail.
+		if w, err := os.OpenFile(filepath.Join(dir, d.Encoded()+".fifo"), os.O_WRONLY, 0); err == nil {
+			_ = w.Close()
+		}
+		r = <-got
+		if r.o != nil {
+			_ = r.o.Close()
+		}
+		t.Fatal("Orphan blocked on a FIFO under a staging name")
+	}
+	if r.err != nil || r.o == nil {
+		t.Fatalf("Orphan: %+v, %v; want the regular staging file", r.o, r.err)
+	}
+	defer r.o.Close()
+	b2, err := io.ReadAll(io.NewSectionReader(r.o.File, 0, r.o.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b2) != staged || r.o.File.Name() != st.File.Name() {
+		t.Fatalf("adopted %s (%d bytes: %.30q), want the staging file %s", r.o.File.Name(), r.o.Size, b2, st.File.Name())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,11 @@ type Store struct {
 	wrapStaging func(*os.File) StagingFile
 	// redirect makes BlobURL presign URLs (WithRedirect).
 	redirect bool
+	// guard keeps links and removals of one blob apart (blobguard.go).
+	guard blobGuard
+
+	// relock guards lock.f while restoreStaging replaces it.
+	relock sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -145,6 +151,8 @@ func New(d driver.StorageDriver, opts ...Option) (*Store, error) {
 // in it) and releases its lock. Call it after every fill has ended.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.relock.Lock()
+		defer s.relock.Unlock()
 		err := os.RemoveAll(s.staging)
 		if s.lock != nil {
 			err = errors.Join(err, s.lock.release())
@@ -229,8 +237,23 @@ func (st *Staging) IO() StagingFile { return st.io }
 // NewStaging creates an empty staging file for a blob fill in this Store's
 // own staging directory.
 func (s *Store) NewStaging(d digest.Digest) (*Staging, error) {
+	if s.lock != nil {
+		// A staging directory whose lock file went is any cleanup's to
+		// remove (a metadata write may have re-created the directory
+		// alone): check it for every fill (three stat calls).
+		if err := s.restoreStaging(); err != nil {
+			return nil, fmt.Errorf("storage: staging: %w", err)
+		}
+	}
 	name := d.Encoded() + "." + randomHex(8)
 	f, err := os.OpenFile(filepath.Join(s.staging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed under the running process: take it back.
+		if rerr := s.restoreStaging(); rerr != nil {
+			return nil, fmt.Errorf("storage: staging: %w", errors.Join(err, rerr))
+		}
+		f, err = os.OpenFile(filepath.Join(s.staging, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: staging: %w", err)
 	}
@@ -264,6 +287,7 @@ func (st *Staging) Discard() error {
 // returns), an upload through the driver otherwise. The caller has checked
 // size and digest and synced the file.
 func (s *Store) CommitBlob(ctx context.Context, d digest.Digest, st *Staging) error {
+	defer s.guard.acquire(d, false)()
 	dst := blobDataPath(d)
 	if st.driverPath != "" {
 		if err := s.d.Move(ctx, st.driverPath, dst); err != nil {
@@ -337,7 +361,15 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (io.ReadSeekClose
 
 // LinkBlob records that repo references blob d (the registry's _layers
 // link), which a stock registry needs to serve it under that repository.
+// The blob must be in the cache: a link to a missing blob (one removed
+// meanwhile) is not written, and the error wraps ErrNotFound. A removal of
+// the same blob by this Store runs wholly before or after it.
 func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	defer s.guard.acquire(d, false)()
+	if _, err := s.StatBlob(ctx, d); err != nil {
+		return fmt.Errorf("storage: link %s into %s: %w", d, repo, err)
+	}
+	s.guard.linked(repo)
 	return s.writeLink(ctx, layerLinkPath(repo, d), d)
 }
 

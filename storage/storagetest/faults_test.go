@@ -25,6 +25,9 @@ func TestFaultDriverSlowCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
+		for _, c := range []string{"x", "y"} {
+			commitBlob(t, s, c) // a link needs its blob
+		}
 		fd.Inject(storagetest.Fault{Op: storagetest.OpCommit, Path: "/stowage/staging/", Delay: time.Minute, Count: 1})
 		done := make(chan error, 1)
 		go func() { done <- s.LinkBlob(t.Context(), "team/x", digest.FromString("x")) }()
@@ -46,4 +49,20 @@ func TestFaultDriverSlowCommit(t *testing.T) {
 			t.Fatalf("commits seen: %d", n)
 		}
 	})
+}
+
+func commitBlob(t *testing.T, s *storage.Store, content string) {
+	t.Helper()
+	d := digest.FromString(content)
+	st, err := s.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.File.Close()
+	if _, err := st.File.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitBlob(t.Context(), d, st); err != nil {
+		t.Fatal(err)
+	}
 }
