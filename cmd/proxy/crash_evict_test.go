@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -140,14 +139,7 @@ func TestCrashDuringEviction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills subprocesses")
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("STOWAGE_CRASH_SEED"); s != "" {
-		if _, err := fmt.Sscan(s, &seed); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("seed %d (STOWAGE_CRASH_SEED=%d replays it)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0)) //nolint:gosec // a test's kill points
+	rng := crashRNG(t)
 
 	dir := t.TempDir()
 	upRoot, template := filepath.Join(dir, "upstream"), filepath.Join(dir, "template")
@@ -158,18 +150,9 @@ func TestCrashDuringEviction(t *testing.T) {
 	t.Logf("seeded %d blobs (%d bytes) in %s", seeded, seededBytes, time.Since(began).Round(time.Millisecond))
 
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\n"+
-		"cache:\n  max_size: %d\n  evict_grace: 1m\nlog:\n  level: error\n", "http://"+up.Host, evictCap)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	serve := func() (*proxyProcess, string) {
-		addr := freeAddr(t)
-		p := startProcess(t, "serve", "--config", cfgFile, "--root", root, "--listen", addr)
-		waitHealthy(t, addr)
-		return p, addr
-	}
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\n"+
+		"cache:\n  max_size: %d\n  evict_grace: 1m\nlog:\n  level: error\n", "http://"+up.Host, evictCap))
+	serve := func() (*proxyProcess, string) { return serveProcess(t, "--config", cfgFile, "--root", root) }
 	deadline := time.Now().Add(60 * time.Second)
 	cut := 0 // rounds whose kill left usage above the cap: the pass was cut short
 	rounds := 0

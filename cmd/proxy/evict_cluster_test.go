@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/stowage/stowage/proxy/cluster"
 )
@@ -65,8 +63,7 @@ func TestServeSharesEviction(t *testing.T) {
 	dir := t.TempDir()
 	var ns [6]byte
 	_, _ = rand.Read(ns[:])
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
 cache:
@@ -76,37 +73,13 @@ redis:
   namespace: evictshare-%s
 log:
   level: error
-`, upSrv.URL, hex.EncodeToString(ns[:]))
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, upSrv.URL, hex.EncodeToString(ns[:])))
 	root := filepath.Join(dir, "cache")
 	a := startServe(t, "--config", cfgFile, "--root", root)
 	b := startServe(t, "--config", cfgFile, "--root", root)
 
-	pull := func(addr string) {
-		t.Helper()
-		ref, err := name.ParseReference(addr+"/team/app:v1", name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := remote.Image(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, _ := img.Digest(); d.String() != first {
-			t.Fatalf("pulled %s, want %s", d, first)
-		}
-		layers, err := img.Layers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range layers {
-			readLayer(t, l)
-		}
-	}
-	pull(a)
-	pull(b) // hits on b of what a cached
+	pullImage(t, a+"/team/app:v1", first)
+	pullImage(t, b+"/team/app:v1", first) // hits on b of what a cached
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {

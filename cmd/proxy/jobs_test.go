@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -217,8 +216,7 @@ func TestSharedJobsSurviveKill(t *testing.T) {
 	dropNamespace(t, "jobs-test-"+hex.EncodeToString(ns[:]))
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
     internal: true
@@ -231,15 +229,10 @@ prefetch:
   concurrency: 2
 log:
   level: warn
-`, upURL, hex.EncodeToString(ns[:]))
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, upURL, hex.EncodeToString(ns[:])))
 	t.Setenv("STOWAGE_TEST_JOBS_TOKEN", jobsToken)
 	serve := func() (*proxyProcess, jobsAPI) {
-		addr := freeAddr(t)
-		p := startProcess(t, "serve", "--config", cfgFile, "--root", root, "--listen", addr)
-		waitHealthy(t, addr)
+		p, addr := serveProcess(t, "--config", cfgFile, "--root", root)
 		return p, jobsAPI{t: t, addr: addr}
 	}
 

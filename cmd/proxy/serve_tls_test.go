@@ -52,6 +52,12 @@ func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	return pool
 }
 
+// tlsClient returns an HTTPS client trusting only pool, its requests
+// bounded by timeout.
+func tlsClient(pool *x509.CertPool, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
 // TestServeTLSAndAuth: "serve" with tls and auth in its config serves
 // HTTPS, asks registry clients for Basic credentials and leaves the probe
 // open.
@@ -85,7 +91,7 @@ func TestServeTLSAndAuth(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	}()
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := tlsClient(pool, 10*time.Second)
 	defer client.CloseIdleConnections()
 	get := func(path, user, password string) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
