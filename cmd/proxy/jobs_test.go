@@ -18,9 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/redis/go-redis/v9"
 
@@ -124,20 +122,9 @@ func startPacedUpstream(t *testing.T, layers int64, layerSize int64) (*pacedUpst
 		pause: 40 * time.Millisecond, started: map[string]int{}, done: map[string]int{}}
 	srv := httptest.NewServer(u)
 	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
 	var blobs []string
 	for _, repo := range []string{"team/big:v1", "team/slow:v1"} {
-		img, err := random.Image(layerSize, layers)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, err := name.ParseReference(host+"/"+repo, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-			t.Fatal(err)
-		}
+		img := pushImage(t, srv.URL, repo, layerSize, layers, remote.WithTransport(srv.Client().Transport))
 		if repo != "team/big:v1" {
 			continue
 		}

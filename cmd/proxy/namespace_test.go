@@ -13,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -83,17 +81,7 @@ func TestRedisNamespacePerCache(t *testing.T) {
 	g := &gatedBlobs{gets: map[string]int{}, together: map[string]bool{}, second: map[string]chan struct{}{}, released: map[string]bool{}}
 	upSrv := httptest.NewServer(g.wrap(registry.New(registry.Logger(log.New(io.Discard, "", 0)))))
 	t.Cleanup(upSrv.Close)
-	img, err := random.Image(256<<10, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(upSrv.URL, "http://")+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img, remote.WithTransport(upSrv.Client().Transport)); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, upSrv.URL, "team/app:v1", 256<<10, 2, remote.WithTransport(upSrv.Client().Transport))
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)

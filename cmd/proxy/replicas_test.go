@@ -20,9 +20,6 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
@@ -50,12 +47,16 @@ type pacedRegistry struct {
 
 	// gate, when set, holds every body at gateAt bytes until it is closed
 	// (or the request ends). Set both before the first GET.
-	gate   chan struct{}
-	gateAt int64
+	gate     chan struct{}
+	gateAt   int64
+	gateOnce sync.Once
 
 	mu   sync.Mutex
 	gets []*blobGet
 }
+
+// openGate lets every held body go on; calling it again does nothing.
+func (pr *pacedRegistry) openGate() { pr.gateOnce.Do(func() { close(pr.gate) }) }
 
 func startPacedRegistry(t *testing.T, chunk int, pause time.Duration) *pacedRegistry {
 	t.Helper()
@@ -108,17 +109,7 @@ func (pr *pacedRegistry) push(t *testing.T, repoTag string, n int, size int64) [
 // a compressed tarball: a little longer than size).
 func (pr *pacedRegistry) pushLayers(t *testing.T, repoTag string, n int, size int64) []pushedLayer {
 	t.Helper()
-	img, err := random.Image(size, int64(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(pr.url, "http://")+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, pr.url, repoTag, size, int64(n))
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)

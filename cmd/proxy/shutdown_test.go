@@ -16,10 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // heldUpstream is an in-process registry whose blob GETs wait for release
@@ -40,17 +37,7 @@ func heldUpstream(t *testing.T) (url, layer string, release chan struct{}, arriv
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	img, err := random.Image(1<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, srv.URL, "team/app:v1", 1<<20, 1)
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
