@@ -214,11 +214,7 @@ func TestNewRedisLeasesErrors(t *testing.T) {
 func TestRedisLeasesHangingRedis(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hangingRedis{}
-		opt := clientOptions("127.0.0.1:1", "", 0, 300*time.Millisecond) // an IP: no DNS inside the bubble
-		opt.Dialer = h.dial
-		c := redis.NewClient(opt)
-		defer h.close()
-		defer c.Close()
+		c := h.client(t, 300*time.Millisecond)
 		reg := prometheus.NewRegistry()
 		l := newLeases(t, c, "p:", 30*time.Second, WithTimeout(300*time.Millisecond),
 			WithBackoff(5*time.Second), WithMetrics(reg))
