@@ -34,6 +34,14 @@ func needRealRedis(t *testing.T) {
 	}
 }
 
+// randomNamespace returns prefix followed by 12 random hex digits: a
+// redis.namespace of the test's own.
+func randomNamespace(prefix string) string {
+	var ns [6]byte
+	_, _ = rand.Read(ns[:])
+	return prefix + hex.EncodeToString(ns[:])
+}
+
 // metricValue returns the value of an unlabelled metric on /metrics.
 func metricValue(t *testing.T, addr, metric string) (string, bool) {
 	t.Helper()
@@ -61,8 +69,6 @@ func TestServeSharesEviction(t *testing.T) {
 	t.Cleanup(upSrv.Close)
 	first := pushRandom(t, upSrv, 64<<10, 2)
 	dir := t.TempDir()
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
 	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
@@ -70,10 +76,10 @@ cache:
   max_size: 100MiB
 redis:
   addr: 127.0.0.1:6379
-  namespace: evictshare-%s
+  namespace: %s
 log:
   level: error
-`, upSrv.URL, hex.EncodeToString(ns[:])))
+`, upSrv.URL, randomNamespace("evictshare-")))
 	root := filepath.Join(dir, "cache")
 	a := startServe(t, "--config", cfgFile, "--root", root)
 	b := startServe(t, "--config", cfgFile, "--root", root)

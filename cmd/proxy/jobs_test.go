@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -198,9 +196,8 @@ func TestSharedJobsSurviveKill(t *testing.T) {
 	}
 	needRealRedis(t)
 	up, upURL, blobs := startPacedUpstream(t, 10, 384<<10)
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
-	dropNamespace(t, "jobs-test-"+hex.EncodeToString(ns[:]))
+	ns := randomNamespace("jobs-test-")
+	dropNamespace(t, ns)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
 	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
@@ -209,14 +206,14 @@ func TestSharedJobsSurviveKill(t *testing.T) {
     internal: true
 redis:
   addr: 127.0.0.1:6379
-  namespace: jobs-test-%s
+  namespace: %s
 admin:
   token_env: STOWAGE_TEST_JOBS_TOKEN
 prefetch:
   concurrency: 2
 log:
   level: warn
-`, upURL, hex.EncodeToString(ns[:])))
+`, upURL, ns))
 	t.Setenv("STOWAGE_TEST_JOBS_TOKEN", jobsToken)
 	serve := func() (*proxyProcess, jobsAPI) {
 		p, addr := serveProcess(t, "--config", cfgFile, "--root", root)
@@ -370,9 +367,7 @@ func TestScheduleOneJobPerTick(t *testing.T) {
 	needRealRedis(t)
 	cfg := config.Default()
 	cfg.Redis.Addr = "127.0.0.1:6379"
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
-	cfg.Redis.Namespace = "tick-test-" + hex.EncodeToString(ns[:])
+	cfg.Redis.Namespace = randomNamespace("tick-test-")
 	dropNamespace(t, cfg.Redis.Namespace)
 	log := slog.New(slog.DiscardHandler)
 	a, err := newSharedJobs(cfg, log)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -223,8 +221,7 @@ func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*repl
 func newClusterOn(t *testing.T, n int, storageYAML, upstreamURL, leaseTTL string) []*replicaProc {
 	t.Helper()
 	needRealRedis(t)
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
+	ns := randomNamespace("test-")
 	dir := t.TempDir()
 	ttlLine := "" // the default
 	if leaseTTL != "" {
@@ -237,7 +234,7 @@ func newClusterOn(t *testing.T, n int, storageYAML, upstreamURL, leaseTTL string
 		r.logFile = filepath.Join(dir, r.name+".log")
 		cfg := fmt.Sprintf(`%sredis:
   addr: 127.0.0.1:6379
-  namespace: test-%s
+  namespace: %s
 %scluster:
   listen: %s
   advertise: http://%s
@@ -251,7 +248,7 @@ server:
 log:
   level: info
   format: text
-`, storageYAML, hex.EncodeToString(ns[:]), ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
+`, storageYAML, ns, ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
 		if err := os.WriteFile(r.cfgFile, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
