@@ -208,11 +208,7 @@ func TestPrefetchKubernetesServerWait(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\nadmin:\n  token_file: %q\nlog:\n  level: error\n", url, tokenFile)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\nadmin:\n  token_file: %q\nlog:\n  level: error\n", url, tokenFile))
 	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
 	args := []string{"--server", "http://" + addr, "--token-file", tokenFile, "-f", "-", "--wait", "--name", "shop"}
 

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,10 +53,7 @@ func heldUpstream(t *testing.T) (url, layer string, release chan struct{}, arriv
 func serveWithConfig(t *testing.T, cfg string) (addr string, cancel context.CancelFunc, done chan error) {
 	t.Helper()
 	addr = freeAddr(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, t.TempDir(), cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done = make(chan error, 1)
 	go func() {
