@@ -153,15 +153,8 @@ func TestCrashDuringEviction(t *testing.T) {
 	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\n"+
 		"cache:\n  max_size: %d\n  evict_grace: 1m\nlog:\n  level: error\n", "http://"+up.Host, evictCap))
 	serve := func() (*proxyProcess, string) { return serveProcess(t, "--config", cfgFile, "--root", root) }
-	deadline := time.Now().Add(60 * time.Second)
 	cut := 0 // rounds whose kill left usage above the cap: the pass was cut short
-	rounds := 0
-	for round := range 5 {
-		if time.Now().After(deadline) {
-			t.Logf("stopping after %d rounds (time bound)", round)
-			break
-		}
-		rounds++
+	rounds := crashRounds(t, 5, 60*time.Second, func(round int) {
 		if err := os.RemoveAll(root); err != nil {
 			t.Fatal(err)
 		}
@@ -208,10 +201,8 @@ func TestCrashDuringEviction(t *testing.T) {
 		p.kill()
 		t.Logf("round %d: the restarted server finished the pass and served all %d blobs right (%s)",
 			round, evictRepos*evictBlobs, time.Since(started).Round(time.Millisecond))
-		if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-			t.Fatalf("round %d: verify after the pulls: %v\n%s", round, err, out)
-		}
-	}
+		mustVerify(t, round, "after the pulls", cfgFile, root)
+	})
 	t.Logf("%d of %d rounds were killed with usage still above the cap", cut, rounds)
 	if cut == 0 {
 		t.Error("no kill landed before the pass was done: the test did not test a cut pass")
@@ -223,9 +214,7 @@ func TestCrashDuringEviction(t *testing.T) {
 // for the unlinked ones; every tag still resolves.
 func checkAfterCrash(t *testing.T, round int, root, cfgFile string, repos []seededRepo) {
 	t.Helper()
-	if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-		t.Fatalf("round %d: verify after the crash: %v\n%s", round, err, out)
-	}
+	mustVerify(t, round, "after the crash", cfgFile, root)
 	stock := storagetest.StartStockRegistry(t, root)
 	linked := 0
 	for _, r := range repos {

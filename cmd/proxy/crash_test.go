@@ -96,6 +96,30 @@ func crashRNG(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, 0)) //nolint:gosec // a test's kill points
 }
 
+// crashRounds runs round up to n times, stopping early (and saying so)
+// once budget has passed, and returns how many rounds ran.
+func crashRounds(t *testing.T, n int, budget time.Duration, round func(round int)) int {
+	t.Helper()
+	deadline := time.Now().Add(budget)
+	for i := range n {
+		if time.Now().After(deadline) {
+			t.Logf("stopping after %d rounds (time bound)", i)
+			return i
+		}
+		round(i)
+	}
+	return n
+}
+
+// mustVerify runs "proxy verify" on the cache and fails round's test
+// unless it finds nothing wrong; when says at which point.
+func mustVerify(t *testing.T, round int, when, cfgFile, root string) {
+	t.Helper()
+	if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
+		t.Fatalf("round %d: verify %s: %v\n%s", round, when, err, out)
+	}
+}
+
 // fetchBlob GETs a blob and returns the digest of the bytes received, or
 // the error that cut the response short.
 func fetchBlob(ctx context.Context, addr, repo string, d digest.Digest) (digest.Digest, error) {
@@ -144,12 +168,7 @@ func TestCrashSafety(t *testing.T) {
 	root := filepath.Join(dir, "cache")
 	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\nlog:\n  level: error\n", "http://"+up.Host))
 	serve := func() (*proxyProcess, string) { return serveProcess(t, "--config", cfgFile, "--root", root) }
-	deadline := time.Now().Add(50 * time.Second)
-	for round := range 5 {
-		if time.Now().After(deadline) {
-			t.Logf("stopping after %d rounds (time bound)", round)
-			break
-		}
+	crashRounds(t, 5, 50*time.Second, func(round int) {
 		// 20 concurrent fills, killed at a random point.
 		p, addr := serve()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -170,9 +189,7 @@ func TestCrashSafety(t *testing.T) {
 		gc.kill()
 		t.Logf("round %d: server killed after %s, gc after %s", round, killAt, gcAt)
 
-		if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-			t.Fatalf("round %d: verify after the crash: %v\n%s", round, err, out)
-		}
+		mustVerify(t, round, "after the crash", cfgFile, root)
 		p, addr = serve()
 		for _, d := range blobs {
 			got, err := fetchBlob(context.Background(), addr, "library/app", d)
@@ -181,5 +198,5 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}
 		p.kill()
-	}
+	})
 }
