@@ -25,8 +25,7 @@ func TestServeAdminAndSchedule(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
 admin:
@@ -36,10 +35,7 @@ prefetch:
   schedule: "@every 1s"
 log:
   level: error
-`, url, tokenFile)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, url, tokenFile))
 	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
 
 	get := func(path, token string) (*http.Response, []byte) {

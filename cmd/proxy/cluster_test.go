@@ -75,12 +75,8 @@ func TestServeInternalListener(t *testing.T) {
 	}
 	internal := freeAddr(t)
 	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
-	yaml := "storage:\n  root: " + filepath.Join(dir, "cache") + "\nredis:\n  addr: 127.0.0.1:6379\n" +
-		"cluster:\n  listen: " + internal + "\n  secret_env: STOWAGE_TEST_SERVE_SECRET\n"
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := writeConfig(t, dir, "storage:\n  root: "+filepath.Join(dir, "cache")+"\nredis:\n  addr: 127.0.0.1:6379\n"+
+		"cluster:\n  listen: "+internal+"\n  secret_env: STOWAGE_TEST_SERVE_SECRET\n")
 	t.Setenv("STOWAGE_TEST_SERVE_SECRET", "serve-secret-0123456789")
 	addr := startServe(t, "--config", cfgFile, "--log-level", "error")
 	const path = "/internal/v1/fills/sha256:0000000000000000000000000000000000000000000000000000000000000000"

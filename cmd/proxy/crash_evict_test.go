@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -140,14 +139,7 @@ func TestCrashDuringEviction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills subprocesses")
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("STOWAGE_CRASH_SEED"); s != "" {
-		if _, err := fmt.Sscan(s, &seed); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("seed %d (STOWAGE_CRASH_SEED=%d replays it)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0)) //nolint:gosec // a test's kill points
+	rng := crashRNG(t)
 
 	dir := t.TempDir()
 	upRoot, template := filepath.Join(dir, "upstream"), filepath.Join(dir, "template")
@@ -158,27 +150,11 @@ func TestCrashDuringEviction(t *testing.T) {
 	t.Logf("seeded %d blobs (%d bytes) in %s", seeded, seededBytes, time.Since(began).Round(time.Millisecond))
 
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\n"+
-		"cache:\n  max_size: %d\n  evict_grace: 1m\nlog:\n  level: error\n", "http://"+up.Host, evictCap)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	serve := func() (*proxyProcess, string) {
-		addr := freeAddr(t)
-		p := startProcess(t, "serve", "--config", cfgFile, "--root", root, "--listen", addr)
-		waitHealthy(t, addr)
-		return p, addr
-	}
-	deadline := time.Now().Add(60 * time.Second)
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\n"+
+		"cache:\n  max_size: %d\n  evict_grace: 1m\nlog:\n  level: error\n", "http://"+up.Host, evictCap))
+	serve := func() (*proxyProcess, string) { return serveProcess(t, "--config", cfgFile, "--root", root) }
 	cut := 0 // rounds whose kill left usage above the cap: the pass was cut short
-	rounds := 0
-	for round := range 5 {
-		if time.Now().After(deadline) {
-			t.Logf("stopping after %d rounds (time bound)", round)
-			break
-		}
-		rounds++
+	rounds := crashRounds(t, 5, 60*time.Second, func(round int) {
 		if err := os.RemoveAll(root); err != nil {
 			t.Fatal(err)
 		}
@@ -225,10 +201,8 @@ func TestCrashDuringEviction(t *testing.T) {
 		p.kill()
 		t.Logf("round %d: the restarted server finished the pass and served all %d blobs right (%s)",
 			round, evictRepos*evictBlobs, time.Since(started).Round(time.Millisecond))
-		if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-			t.Fatalf("round %d: verify after the pulls: %v\n%s", round, err, out)
-		}
-	}
+		mustVerify(t, round, "after the pulls", cfgFile, root)
+	})
 	t.Logf("%d of %d rounds were killed with usage still above the cap", cut, rounds)
 	if cut == 0 {
 		t.Error("no kill landed before the pass was done: the test did not test a cut pass")
@@ -240,9 +214,7 @@ func TestCrashDuringEviction(t *testing.T) {
 // for the unlinked ones; every tag still resolves.
 func checkAfterCrash(t *testing.T, round int, root, cfgFile string, repos []seededRepo) {
 	t.Helper()
-	if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-		t.Fatalf("round %d: verify after the crash: %v\n%s", round, err, out)
-	}
+	mustVerify(t, round, "after the crash", cfgFile, root)
 	stock := storagetest.StartStockRegistry(t, root)
 	linked := 0
 	for _, r := range repos {

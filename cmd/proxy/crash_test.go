@@ -72,6 +72,54 @@ func waitHealthy(t *testing.T, addr string) {
 	t.Fatal("the proxy did not answer /healthz")
 }
 
+// serveProcess starts "serve" as a subprocess on a free address with
+// args, and returns it with the address once /healthz answers.
+func serveProcess(t *testing.T, args ...string) (*proxyProcess, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	p := startProcess(t, append([]string{"serve", "--listen", addr}, args...)...)
+	waitHealthy(t, addr)
+	return p, addr
+}
+
+// crashRNG returns the random source of a crash test's kill points, seeded
+// from the clock or STOWAGE_CRASH_SEED, and logs the seed to replay it.
+func crashRNG(t *testing.T) *rand.Rand {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("STOWAGE_CRASH_SEED"); s != "" {
+		if _, err := fmt.Sscan(s, &seed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("seed %d (STOWAGE_CRASH_SEED=%d replays it)", seed, seed)
+	return rand.New(rand.NewPCG(seed, 0)) //nolint:gosec // a test's kill points
+}
+
+// crashRounds runs round up to n times, stopping early (and saying so)
+// once budget has passed, and returns how many rounds ran.
+func crashRounds(t *testing.T, n int, budget time.Duration, round func(round int)) int {
+	t.Helper()
+	deadline := time.Now().Add(budget)
+	for i := range n {
+		if time.Now().After(deadline) {
+			t.Logf("stopping after %d rounds (time bound)", i)
+			return i
+		}
+		round(i)
+	}
+	return n
+}
+
+// mustVerify runs "proxy verify" on the cache and fails round's test
+// unless it finds nothing wrong; when says at which point.
+func mustVerify(t *testing.T, round int, when, cfgFile, root string) {
+	t.Helper()
+	if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
+		t.Fatalf("round %d: verify %s: %v\n%s", round, when, err, out)
+	}
+}
+
 // fetchBlob GETs a blob and returns the digest of the bytes received, or
 // the error that cut the response short.
 func fetchBlob(ctx context.Context, addr, repo string, d digest.Digest) (digest.Digest, error) {
@@ -100,14 +148,7 @@ func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills subprocesses")
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("STOWAGE_CRASH_SEED"); s != "" {
-		if _, err := fmt.Sscan(s, &seed); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("seed %d (STOWAGE_CRASH_SEED=%d replays it)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0)) //nolint:gosec // a test's kill points
+	rng := crashRNG(t)
 
 	up := storagetest.StartStockRegistry(t, t.TempDir())
 	img := up.PushRandom(t, "library/app:v1", 20, 1<<20)
@@ -125,23 +166,9 @@ func TestCrashSafety(t *testing.T) {
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\nlog:\n  level: error\n", "http://"+up.Host)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	serve := func() (*proxyProcess, string) {
-		addr := freeAddr(t)
-		p := startProcess(t, "serve", "--config", cfgFile, "--root", root, "--listen", addr)
-		waitHealthy(t, addr)
-		return p, addr
-	}
-	deadline := time.Now().Add(50 * time.Second)
-	for round := range 5 {
-		if time.Now().After(deadline) {
-			t.Logf("stopping after %d rounds (time bound)", round)
-			break
-		}
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\nlog:\n  level: error\n", "http://"+up.Host))
+	serve := func() (*proxyProcess, string) { return serveProcess(t, "--config", cfgFile, "--root", root) }
+	crashRounds(t, 5, 50*time.Second, func(round int) {
 		// 20 concurrent fills, killed at a random point.
 		p, addr := serve()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -162,9 +189,7 @@ func TestCrashSafety(t *testing.T) {
 		gc.kill()
 		t.Logf("round %d: server killed after %s, gc after %s", round, killAt, gcAt)
 
-		if out, err := runOut(t, "verify", "--config", cfgFile, "--root", root); err != nil {
-			t.Fatalf("round %d: verify after the crash: %v\n%s", round, err, out)
-		}
+		mustVerify(t, round, "after the crash", cfgFile, root)
 		p, addr = serve()
 		for _, d := range blobs {
 			got, err := fetchBlob(context.Background(), addr, "library/app", d)
@@ -173,5 +198,5 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}
 		p.kill()
-	}
+	})
 }

@@ -43,10 +43,7 @@ func TestServeDashboard(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			cfgFile := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(cfgFile, []byte(c.config+"log:\n  level: error\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			cfgFile := writeConfig(t, t.TempDir(), c.config+"log:\n  level: error\n")
 			addr := startServe(t, "--config", cfgFile, "--root", t.TempDir())
 			for k, want := range c.want {
 				f := strings.SplitN(k, " ", 3)
@@ -73,10 +70,7 @@ func TestServeDashboard(t *testing.T) {
 func TestServeDashboardUsage(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgFile, []byte("ui:\n  public_read_only: true\ncache:\n  max_size: 1GiB\nlog:\n  level: error\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := writeConfig(t, dir, "ui:\n  public_read_only: true\ncache:\n  max_size: 1GiB\nlog:\n  level: error\n")
 	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
 	var o struct {
 		Usage struct {

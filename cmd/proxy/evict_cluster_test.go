@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/stowage/stowage/proxy/cluster"
 )
@@ -34,6 +32,14 @@ func needRealRedis(t *testing.T) {
 		}
 		t.Skipf("redis: %v", err)
 	}
+}
+
+// randomNamespace returns prefix followed by 12 random hex digits: a
+// redis.namespace of the test's own.
+func randomNamespace(prefix string) string {
+	var ns [6]byte
+	_, _ = rand.Read(ns[:])
+	return prefix + hex.EncodeToString(ns[:])
 }
 
 // metricValue returns the value of an unlabelled metric on /metrics.
@@ -63,50 +69,23 @@ func TestServeSharesEviction(t *testing.T) {
 	t.Cleanup(upSrv.Close)
 	first := pushRandom(t, upSrv, 64<<10, 2)
 	dir := t.TempDir()
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
 cache:
   max_size: 100MiB
 redis:
   addr: 127.0.0.1:6379
-  namespace: evictshare-%s
+  namespace: %s
 log:
   level: error
-`, upSrv.URL, hex.EncodeToString(ns[:]))
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, upSrv.URL, randomNamespace("evictshare-")))
 	root := filepath.Join(dir, "cache")
 	a := startServe(t, "--config", cfgFile, "--root", root)
 	b := startServe(t, "--config", cfgFile, "--root", root)
 
-	pull := func(addr string) {
-		t.Helper()
-		ref, err := name.ParseReference(addr+"/team/app:v1", name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := remote.Image(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, _ := img.Digest(); d.String() != first {
-			t.Fatalf("pulled %s, want %s", d, first)
-		}
-		layers, err := img.Layers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range layers {
-			readLayer(t, l)
-		}
-	}
-	pull(a)
-	pull(b) // hits on b of what a cached
+	pullImage(t, a+"/team/app:v1", first)
+	pullImage(t, b+"/team/app:v1", first) // hits on b of what a cached
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/redis/go-redis/v9"
 
@@ -125,20 +120,9 @@ func startPacedUpstream(t *testing.T, layers int64, layerSize int64) (*pacedUpst
 		pause: 40 * time.Millisecond, started: map[string]int{}, done: map[string]int{}}
 	srv := httptest.NewServer(u)
 	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
 	var blobs []string
 	for _, repo := range []string{"team/big:v1", "team/slow:v1"} {
-		img, err := random.Image(layerSize, layers)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, err := name.ParseReference(host+"/"+repo, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-			t.Fatal(err)
-		}
+		img := pushImage(t, srv.URL, repo, layerSize, layers, remote.WithTransport(srv.Client().Transport))
 		if repo != "team/big:v1" {
 			continue
 		}
@@ -212,34 +196,27 @@ func TestSharedJobsSurviveKill(t *testing.T) {
 	}
 	needRealRedis(t)
 	up, upURL, blobs := startPacedUpstream(t, 10, 384<<10)
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
-	dropNamespace(t, "jobs-test-"+hex.EncodeToString(ns[:]))
+	ns := randomNamespace("jobs-test-")
+	dropNamespace(t, ns)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
     internal: true
 redis:
   addr: 127.0.0.1:6379
-  namespace: jobs-test-%s
+  namespace: %s
 admin:
   token_env: STOWAGE_TEST_JOBS_TOKEN
 prefetch:
   concurrency: 2
 log:
   level: warn
-`, upURL, hex.EncodeToString(ns[:]))
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, upURL, ns))
 	t.Setenv("STOWAGE_TEST_JOBS_TOKEN", jobsToken)
 	serve := func() (*proxyProcess, jobsAPI) {
-		addr := freeAddr(t)
-		p := startProcess(t, "serve", "--config", cfgFile, "--root", root, "--listen", addr)
-		waitHealthy(t, addr)
+		p, addr := serveProcess(t, "--config", cfgFile, "--root", root)
 		return p, jobsAPI{t: t, addr: addr}
 	}
 
@@ -390,9 +367,7 @@ func TestScheduleOneJobPerTick(t *testing.T) {
 	needRealRedis(t)
 	cfg := config.Default()
 	cfg.Redis.Addr = "127.0.0.1:6379"
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
-	cfg.Redis.Namespace = "tick-test-" + hex.EncodeToString(ns[:])
+	cfg.Redis.Namespace = randomNamespace("tick-test-")
 	dropNamespace(t, cfg.Redis.Namespace)
 	log := slog.New(slog.DiscardHandler)
 	a, err := newSharedJobs(cfg, log)

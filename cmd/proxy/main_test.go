@@ -23,16 +23,32 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// startServe runs "serve" with args plus a free --listen address until the
-// test ends (then it must stop cleanly), and returns the address once
-// /healthz answers.
-func startServe(t *testing.T, args ...string) string {
+// writeConfig writes the config text cfg to dir/config.yaml and returns
+// its path.
+func writeConfig(t *testing.T, dir, cfg string) string {
 	t.Helper()
-	addr := freeAddr(t)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runServe runs "serve" with args in this process until stop is called or
+// the test ends (a graceful shutdown, as on SIGTERM); it must then return
+// no error within 30 s. Calling stop again does nothing.
+func runServe(t *testing.T, args ...string) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, append([]string{"serve", "--listen", addr}, args...)) }()
-	t.Cleanup(func() {
+	go func() { done <- run(ctx, append([]string{"serve"}, args...)) }()
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case err := <-done:
@@ -42,17 +58,29 @@ func startServe(t *testing.T, args ...string) string {
 		case <-time.After(30 * time.Second):
 			t.Error("serve did not stop")
 		}
-	})
-	for range 200 {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return addr
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatal("serve did not answer /healthz")
-	return ""
+	t.Cleanup(stop)
+	return stop
+}
+
+// serveUntilStopped runs "serve" in this process until stop is called
+// (a graceful shutdown, as on SIGTERM), and returns its address once
+// /healthz answers.
+func serveUntilStopped(t *testing.T, args ...string) (addr string, stop func()) {
+	t.Helper()
+	addr = freeAddr(t)
+	stop = runServe(t, append([]string{"--listen", addr}, args...)...)
+	waitHealthy(t, addr)
+	return addr, stop
+}
+
+// startServe runs "serve" with args plus a free --listen address until the
+// test ends (then it must stop cleanly), and returns the address once
+// /healthz answers.
+func startServe(t *testing.T, args ...string) string {
+	t.Helper()
+	addr, _ := serveUntilStopped(t, args...)
+	return addr
 }
 
 // TestServeWithDefaults runs "serve" with no config file (only the listen

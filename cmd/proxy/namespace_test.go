@@ -7,20 +7,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stowage/stowage/config"
-	"github.com/stowage/stowage/proxy/cluster"
 )
 
 // gatedBlobs counts the upstream's blob GETs per path; while held, a GET
@@ -72,28 +68,11 @@ func (g *gatedBlobs) wrap(h http.Handler) http.Handler {
 // still download it once. The namespaces come from the storage
 // (redis.namespace unset) through the same wiring as serve.
 func TestRedisNamespacePerCache(t *testing.T) {
-	probe := cluster.NewRedisClient("127.0.0.1:6379", "", 0, 2*time.Second)
-	defer probe.Close()
-	if err := probe.Ping(t.Context()).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis on 127.0.0.1:6379: %v", err)
-		}
-		t.Skipf("redis on 127.0.0.1:6379: %v", err)
-	}
+	needRealRedis(t)
 	g := &gatedBlobs{gets: map[string]int{}, together: map[string]bool{}, second: map[string]chan struct{}{}, released: map[string]bool{}}
 	upSrv := httptest.NewServer(g.wrap(registry.New(registry.Logger(log.New(io.Discard, "", 0)))))
 	t.Cleanup(upSrv.Close)
-	img, err := random.Image(256<<10, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(upSrv.URL, "http://")+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img, remote.WithTransport(upSrv.Client().Transport)); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, upSrv.URL, "team/app:v1", 256<<10, 2, remote.WithTransport(upSrv.Client().Transport))
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)

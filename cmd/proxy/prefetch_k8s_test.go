@@ -13,9 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/stowage/stowage/proxy/prefetch"
@@ -30,17 +28,7 @@ func upstreamWithImages(t *testing.T, repoTags ...string) (string, map[string]st
 	t.Cleanup(srv.Close)
 	digests := map[string]string{}
 	for _, rt := range repoTags {
-		img, err := random.Image(2048, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+rt, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-			t.Fatal(err)
-		}
+		img := pushImage(t, srv.URL, rt, 2048, 2, remote.WithTransport(srv.Client().Transport))
 		d, _ := img.Digest()
 		digests[rt] = d.String()
 	}
@@ -220,11 +208,7 @@ func TestPrefetchKubernetesServerWait(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\nadmin:\n  token_file: %q\nlog:\n  level: error\n", url, tokenFile)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\nadmin:\n  token_file: %q\nlog:\n  level: error\n", url, tokenFile))
 	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
 	args := []string{"--server", "http://" + addr, "--token-file", tokenFile, "-f", "-", "--wait", "--name", "shop"}
 

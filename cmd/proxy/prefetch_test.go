@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -35,24 +36,33 @@ func upstreamWith(t *testing.T) (string, string) {
 // serves (plain HTTP or TLS) and returns its digest.
 func pushRandom(t *testing.T, srv *httptest.Server, size int64, layers int64) string {
 	t.Helper()
+	img := pushImage(t, srv.URL, "team/app:v1", size, layers, remote.WithTransport(srv.Client().Transport))
+	d, _ := img.Digest()
+	return d.String()
+}
+
+// pushImage pushes a random image of the given number of layers of size
+// bytes as repoTag to the registry at url (http:// or https://) and
+// returns it.
+func pushImage(t *testing.T, url, repoTag string, size, layers int64, opts ...remote.Option) v1.Image {
+	t.Helper()
 	img, err := random.Image(size, layers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, tlsServer := strings.CutPrefix(srv.URL, "https://")
-	var opts []name.Option
+	host, tlsServer := strings.CutPrefix(url, "https://")
+	var nameOpts []name.Option
 	if !tlsServer {
-		host, opts = strings.TrimPrefix(srv.URL, "http://"), []name.Option{name.Insecure}
+		host, nameOpts = strings.TrimPrefix(url, "http://"), []name.Option{name.Insecure}
 	}
-	ref, err := name.ParseReference(host+"/team/app:v1", opts...)
+	ref, err := name.ParseReference(host+"/"+repoTag, nameOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+	if err := remote.Write(ref, img, opts...); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := img.Digest()
-	return d.String()
+	return img
 }
 
 // TestPrefetchCommand runs "prefetch" on a temporary cache directory: the

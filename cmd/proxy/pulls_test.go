@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,37 +12,6 @@ import (
 
 	"github.com/stowage/stowage/storage/storagetest"
 )
-
-// serveUntilStopped runs "serve" in this process until stop is called
-// (a graceful shutdown, as on SIGTERM), and returns its address once
-// /healthz answers.
-func serveUntilStopped(t *testing.T, args ...string) (addr string, stop func()) {
-	t.Helper()
-	addr = freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, append([]string{"serve", "--listen", addr}, args...)) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	waitHealthy(t, addr)
-	return addr, stop
-}
 
 const manifestAccept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, " +
 	"application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
@@ -152,11 +119,7 @@ func TestPullsPerRepository(t *testing.T) {
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "cache")
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\nui:\n  public_read_only: true\nlog:\n  level: error\n", "http://"+up.Host)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := writeConfig(t, dir, fmt.Sprintf("upstreams:\n  docker.io:\n    endpoints: [%q]\n    internal: true\nui:\n  public_read_only: true\nlog:\n  level: error\n", "http://"+up.Host))
 	start := time.Now()
 	a, stopA := serveUntilStopped(t, "--config", cfgFile, "--root", root)
 	b, stopB := serveUntilStopped(t, "--config", cfgFile, "--root", root)

@@ -7,16 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // hangingListener accepts TCP connections and never answers: a Redis that
@@ -73,8 +70,7 @@ func TestServeHangingRedis(t *testing.T) {
 	h := newHangingListener(t)
 
 	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`upstreams:
+	cfgFile := writeConfig(t, dir, fmt.Sprintf(`upstreams:
   docker.io:
     endpoints: [%q]
 redis:
@@ -82,30 +78,9 @@ redis:
   timeout: 200ms
 log:
   level: error
-`, upSrv.URL, h.ln.Addr())
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, upSrv.URL, h.ln.Addr()))
 	addr := startServe(t, "--config", cfgFile, "--root", filepath.Join(dir, "cache"))
-
-	ref, err := name.ParseReference(addr+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, _ := img.Digest(); d.String() != dgst {
-		t.Fatalf("pulled %s, want %s", d, dgst)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		readLayer(t, l)
-	}
+	pullImage(t, addr+"/team/app:v1", dgst)
 	if h.accepts.Load() == 0 {
 		t.Fatal("the proxy never contacted Redis")
 	}

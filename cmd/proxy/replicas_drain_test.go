@@ -54,14 +54,7 @@ func TestReplicaDrainKeepsPeerStreaming(t *testing.T) {
 	const size = 4 << 20
 	up := startPacedRegistry(t, 64<<10, 5*time.Millisecond)
 	up.gate, up.gateAt = make(chan struct{}), 1<<20
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(up.gate)
-		}
-	}
-	defer release()
+	defer up.openGate()
 	x := up.push(t, "team/app:v1", 1, size)[0]
 	root := filepath.Join(t.TempDir(), "cache")
 	rs := newCluster(t, 3, root, up.url, "")
@@ -116,7 +109,7 @@ func TestReplicaDrainKeepsPeerStreaming(t *testing.T) {
 		t.Fatal("A exited while its fill ran")
 	default:
 	}
-	release()
+	up.openGate()
 	if n, err := io.Copy(io.Discard, onB.Body); err != nil || n != onB.ContentLength-64<<10 {
 		t.Fatalf("B's client: %d more bytes of %d, %v", n, onB.ContentLength, err)
 	}

@@ -109,14 +109,7 @@ func (c *stormClient) run(ctx context.Context, start time.Time, ready func()) {
 // runs with afterwards.
 func replicaStorm(t *testing.T, up *pacedRegistry, layers []pushedLayer, rs []*replicaProc, verifyCfg string) {
 	t.Helper()
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(up.gate)
-		}
-	}
-	defer release()
+	defer up.openGate()
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	var blobs []digest.Digest
@@ -148,7 +141,7 @@ func replicaStorm(t *testing.T, up *pacedRegistry, layers []pushedLayer, rs []*r
 	}
 	// Every client that has bytes got them while the upstream held every
 	// body at stormGateAt: no download could end, nothing be committed.
-	release()
+	up.openGate()
 	wg.Wait()
 
 	failed := 0

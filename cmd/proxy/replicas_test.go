@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,9 +18,6 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
@@ -50,12 +45,16 @@ type pacedRegistry struct {
 
 	// gate, when set, holds every body at gateAt bytes until it is closed
 	// (or the request ends). Set both before the first GET.
-	gate   chan struct{}
-	gateAt int64
+	gate     chan struct{}
+	gateAt   int64
+	gateOnce sync.Once
 
 	mu   sync.Mutex
 	gets []*blobGet
 }
+
+// openGate lets every held body go on; calling it again does nothing.
+func (pr *pacedRegistry) openGate() { pr.gateOnce.Do(func() { close(pr.gate) }) }
 
 func startPacedRegistry(t *testing.T, chunk int, pause time.Duration) *pacedRegistry {
 	t.Helper()
@@ -108,17 +107,7 @@ func (pr *pacedRegistry) push(t *testing.T, repoTag string, n int, size int64) [
 // a compressed tarball: a little longer than size).
 func (pr *pacedRegistry) pushLayers(t *testing.T, repoTag string, n int, size int64) []pushedLayer {
 	t.Helper()
-	img, err := random.Image(size, int64(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(pr.url, "http://")+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, pr.url, repoTag, size, int64(n))
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -232,8 +221,7 @@ func newCluster(t *testing.T, n int, root, upstreamURL, leaseTTL string) []*repl
 func newClusterOn(t *testing.T, n int, storageYAML, upstreamURL, leaseTTL string) []*replicaProc {
 	t.Helper()
 	needRealRedis(t)
-	var ns [6]byte
-	_, _ = rand.Read(ns[:])
+	ns := randomNamespace("test-")
 	dir := t.TempDir()
 	ttlLine := "" // the default
 	if leaseTTL != "" {
@@ -246,7 +234,7 @@ func newClusterOn(t *testing.T, n int, storageYAML, upstreamURL, leaseTTL string
 		r.logFile = filepath.Join(dir, r.name+".log")
 		cfg := fmt.Sprintf(`%sredis:
   addr: 127.0.0.1:6379
-  namespace: test-%s
+  namespace: %s
 %scluster:
   listen: %s
   advertise: http://%s
@@ -260,7 +248,7 @@ server:
 log:
   level: info
   format: text
-`, storageYAML, hex.EncodeToString(ns[:]), ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
+`, storageYAML, ns, ttlLine, r.internal, r.internal, replicaSecretEnv, upstreamURL)
 		if err := os.WriteFile(r.cfgFile, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

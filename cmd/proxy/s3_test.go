@@ -41,7 +41,6 @@ func TestServeS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("STOWAGE_TEST_S3_ACCESS", "stowage")
-	cfgFile := filepath.Join(dir, "config.yaml")
 	cfg := fmt.Sprintf(`storage:
   driver: s3
   s3:
@@ -61,35 +60,8 @@ upstreams:
 log:
   level: error
 `, bucket, s3srv.Endpoint, secretFile, up)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := startServe(t, "--config", cfgFile)
-
-	ref, err := name.ParseReference(addr+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pull := func() []digest.Digest {
-		t.Helper()
-		img, err := remote.Image(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, _ := img.Digest(); d.String() != dgst {
-			t.Fatalf("pulled %s, want %s", d, dgst)
-		}
-		layers, err := img.Layers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ds []digest.Digest
-		for _, l := range layers {
-			ds = append(ds, readLayer(t, l))
-		}
-		return ds
-	}
-	layers := pull()
+	addr := startServe(t, "--config", writeConfig(t, dir, cfg))
+	layers := pullImage(t, addr+"/team/app:v1", dgst)
 
 	// The blobs are in the bucket, where any other replica finds them.
 	params := s3srv.DriverParameters(bucket, "/cache")
@@ -106,7 +78,7 @@ log:
 
 	// A hit is served from the bucket: the upstream is gone.
 	upSrv.Close()
-	pull()
+	pullImage(t, addr+"/team/app:v1", dgst)
 
 	// storage.redirect: true opens a store that presigns blob URLs.
 	rcfg := config.Default()
@@ -167,6 +139,33 @@ log:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HEAD with storage.redirect: %s", resp.Status)
 	}
+}
+
+// pullImage pulls the image ref (insecure, e.g. addr+"/team/app:v1"),
+// checks that its manifest digest is want, reads every layer fully (each
+// verified at EOF) and returns the layers' digests.
+func pullImage(t *testing.T, ref, want string) []digest.Digest {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); d.String() != want {
+		t.Fatalf("pulled %s, want %s", d, want)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []digest.Digest
+	for _, l := range layers {
+		ds = append(ds, readLayer(t, l))
+	}
+	return ds
 }
 
 // readLayer reads a layer fully (go-containerregistry verifies its digest

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -52,6 +51,12 @@ func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	return pool
 }
 
+// tlsClient returns an HTTPS client trusting only pool, its requests
+// bounded by timeout.
+func tlsClient(pool *x509.CertPool, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
 // TestServeTLSAndAuth: "serve" with tls and auth in its config serves
 // HTTPS, asks registry clients for Basic credentials and leaves the probe
 // open.
@@ -69,23 +74,9 @@ func TestServeTLSAndAuth(t *testing.T) {
 	cfg := fmt.Sprintf("storage:\n  root: %s\ntls:\n  cert_file: %s\n  key_file: %s\nauth:\n  htpasswd: %s\n",
 		filepath.Join(dir, "cache"), certFile, keyFile, htpasswd)
 	addr := freeAddr(t)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	runServe(t, "--config", writeConfig(t, dir, cfg), "--listen", addr, "--log-level", "error")
 	ctx := t.Context()
-	done := make(chan error, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- run(runCtx, []string{"serve", "--config", path, "--listen", addr, "--log-level", "error"})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := tlsClient(pool, 10*time.Second)
 	defer client.CloseIdleConnections()
 	get := func(path, user, password string) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)

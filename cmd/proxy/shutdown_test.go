@@ -10,16 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // heldUpstream is an in-process registry whose blob GETs wait for release
@@ -40,17 +36,7 @@ func heldUpstream(t *testing.T) (url, layer string, release chan struct{}, arriv
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	img, err := random.Image(1<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/team/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	img := pushImage(t, srv.URL, "team/app:v1", 1<<20, 1)
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +53,7 @@ func heldUpstream(t *testing.T) (url, layer string, release chan struct{}, arriv
 func serveWithConfig(t *testing.T, cfg string) (addr string, cancel context.CancelFunc, done chan error) {
 	t.Helper()
 	addr = freeAddr(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeConfig(t, t.TempDir(), cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done = make(chan error, 1)
 	go func() {

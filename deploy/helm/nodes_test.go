@@ -35,13 +35,13 @@ func nodeConfigurator(t *testing.T, overrides map[string]any) (*rendered, *appsv
 	return r, ds, cm
 }
 
-// runConfigurator runs the rendered script once, as the pod would, against
-// a temporary certs.d directory, and returns that directory.
-func runConfigurator(t *testing.T, cm *corev1.ConfigMap, certsDir string, env ...string) string {
+// configuratorCmd is the command that runs the rendered script once, as
+// the pod would, against certsDir (for a run that must fail, or through
+// runConfigurator).
+func configuratorCmd(t *testing.T, cm *corev1.ConfigMap, certsDir string, env ...string) *exec.Cmd {
 	t.Helper()
 	dir := t.TempDir()
-	script := filepath.Join(dir, "configure.sh")
-	registries := filepath.Join(dir, "registries")
+	script, registries := filepath.Join(dir, "configure.sh"), filepath.Join(dir, "registries")
 	if err := os.WriteFile(script, []byte(cm.Data["configure.sh"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,14 @@ func runConfigurator(t *testing.T, cm *corev1.ConfigMap, certsDir string, env ..
 	}
 	cmd := exec.Command("sh", script)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ONCE=1", "CERTS_DIR=" + certsDir, "REGISTRIES=" + registries}, env...)
-	out, err := cmd.CombinedOutput()
+	return cmd
+}
+
+// runConfigurator runs the rendered script once, as the pod would, against
+// a temporary certs.d directory, and returns that directory.
+func runConfigurator(t *testing.T, cm *corev1.ConfigMap, certsDir string, env ...string) string {
+	t.Helper()
+	out, err := configuratorCmd(t, cm, certsDir, env...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("configure.sh: %v\n%s", err, out)
 	}

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -295,22 +294,6 @@ func TestTLSNodeConfigurator(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(certs, "docker.io", "stowage-ca.crt")); !os.IsNotExist(err) {
 		t.Errorf("TLS off: CA copy kept: %v", err)
 	}
-}
-
-// configuratorCmd is the command runConfigurator runs, for a run that must fail.
-func configuratorCmd(t *testing.T, cm *corev1.ConfigMap, certsDir string, env ...string) *exec.Cmd {
-	t.Helper()
-	dir := t.TempDir()
-	script, registries := filepath.Join(dir, "configure.sh"), filepath.Join(dir, "registries")
-	if err := os.WriteFile(script, []byte(cm.Data["configure.sh"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(registries, []byte(cm.Data["registries"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sh", script)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ONCE=1", "CERTS_DIR=" + certsDir, "REGISTRIES=" + registries}, env...)
-	return cmd
 }
 
 // TestTLSNodeConfiguratorEndpoints: which endpoint and which trust each

@@ -3,12 +3,12 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/evict"
@@ -34,11 +34,7 @@ func (s *countingStore) RemoveBlob(ctx context.Context, d digest.Digest, repos [
 func TestEvictFollowerTriggerRunsOnTheLeader(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t)
-	store, err := storage.NewInMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store := newMemStore(t)
 	var free atomic.Uint64
 	free.Store(1000)
 	disk := func() (uint64, uint64, error) { return 1000, free.Load(), nil }
@@ -49,21 +45,8 @@ func TestEvictFollowerTriggerRunsOnTheLeader(t *testing.T) {
 		store *countingStore
 	}
 	start := func() node {
-		r := newEvictState(t, newLeases(t, c, prefix, time.Second))
-		ld, err := lead.New(r, time.Second, lead.WithInterval(100*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
 		cs := &countingStore{Store: store}
-		eng, err := evict.New(cs, policy, evict.WithDiskSpace(disk),
-			evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = eng.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		eng, _ := startClusterEngine(t, c, prefix, cs, policy, evict.WithDiskSpace(disk))
 		return node{eng, cs}
 	}
 	first := start()
@@ -74,18 +57,7 @@ func TestEvictFollowerTriggerRunsOnTheLeader(t *testing.T) {
 	// Blobs committed through the follower reach the shared view.
 	var ds []digest.Digest
 	for i := range 3 {
-		body := []byte(fmt.Sprintf("%0100d", i))
-		d := digest.FromBytes(body)
-		st, err := store.NewStaging(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.File.Write(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := store.CommitBlob(t.Context(), d, st); err != nil {
-			t.Fatal(err)
-		}
+		d := commitBlob(t, store, []byte(fmt.Sprintf("%0100d", i)))
 		second.eng.Added(d, 100)
 		ds = append(ds, d)
 		time.Sleep(1100 * time.Millisecond) // distinct seconds: a known order
@@ -109,6 +81,61 @@ func TestEvictFollowerTriggerRunsOnTheLeader(t *testing.T) {
 	}
 }
 
+// newMemStore returns an in-memory store closed when the test ends.
+func newMemStore(t *testing.T) *storage.Store {
+	t.Helper()
+	store, err := storage.NewInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
+}
+
+// commitBlob stages body and commits it as a blob of its own digest.
+func commitBlob(t *testing.T, store *storage.Store, body []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(body)
+	st, err := store.NewStaging(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CommitBlob(t.Context(), d, st); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// runEngine runs eng until the test ends.
+func runEngine(t *testing.T, eng *evict.Engine) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// startClusterEngine runs an engine over store that shares its bookkeeping
+// through the real Redis under prefix (lease TTL 1 s, lead steps of
+// 100 ms, periodic passes an hour apart) until the test ends.
+func startClusterEngine(t *testing.T, c redis.UniversalClient, prefix string, store evict.Store, p evict.Policy, opts ...evict.Option) (*evict.Engine, *RedisEvict) {
+	t.Helper()
+	r := newEvictState(t, newLeases(t, c, prefix, time.Second))
+	ld, err := lead.New(r, time.Second, lead.WithInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
+	eng, err := evict.New(store, p, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, eng)
+	return eng, r
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -126,45 +153,18 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestEvictLeaderReseedsAfterRedisLostItsData(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t)
-	store, err := storage.NewInMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store := newMemStore(t)
 	var keys []string
 	start := func() *evict.Engine {
-		r := newEvictState(t, newLeases(t, c, prefix, time.Second))
+		eng, r := startClusterEngine(t, c, prefix, store, evict.Policy{MaxSize: 1 << 30})
 		keys = r.keys
-		ld, err := lead.New(r, time.Second, lead.WithInterval(100*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		eng, err := evict.New(store, evict.Policy{MaxSize: 1 << 30},
-			evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(time.Hour, time.Hour, time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = eng.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
 		return eng
 	}
 	a, b := start(), start()
 	var total int64
 	for i := range 5 {
 		body := []byte(fmt.Sprintf("%0*d", 100*(i+1), i))
-		d := digest.FromBytes(body)
-		st, err := store.NewStaging(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.File.Write(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := store.CommitBlob(t.Context(), d, st); err != nil {
-			t.Fatal(err)
-		}
+		d := commitBlob(t, store, body)
 		[]*evict.Engine{a, b}[i%2].Added(d, int64(len(body)))
 		total += int64(len(body))
 	}
@@ -192,24 +192,13 @@ func TestEvictLeaderReseedsAfterRedisLostItsData(t *testing.T) {
 // TTL (10 s) would make it evict locally by itself.
 func TestEvictTriggerWithoutRedisEvictsAtOnce(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	c := NewRedisClient(addr, "", 0, 100*time.Millisecond)
-	t.Cleanup(func() { _ = c.Close() })
+	c := refusingRedis(t, 100*time.Millisecond)
 	r := newEvictState(t, newLeases(t, c, testPrefix(t), time.Second))
 	ld, err := lead.New(r, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.NewInMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store := newMemStore(t)
 	var free atomic.Uint64
 	free.Store(1000)
 	eng, err := evict.New(store, evict.Policy{MinFree: func(total uint64) uint64 { return total / 10 }},
@@ -218,30 +207,17 @@ func TestEvictTriggerWithoutRedisEvictsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = eng.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runEngine(t, eng)
 	<-eng.Index().Ready()
 	body := []byte("a blob that must go")
-	d := digest.FromBytes(body)
-	st, err := store.NewStaging(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.File.Write(body); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.CommitBlob(ctx, d, st); err != nil {
-		t.Fatal(err)
-	}
+	d := commitBlob(t, store, body)
 	eng.Added(d, int64(len(body)))
 	waitUntil(t, "Redis to be seen as down", func() bool { return ld.Role() == lead.Follower && eng.Role() != lead.Leader })
 	free.Store(50)
 	start := time.Now()
 	eng.Trigger()
 	waitUntil(t, "the local pass", func() bool {
-		_, err := store.StatBlob(ctx, d)
+		_, err := store.StatBlob(t.Context(), d)
 		return err != nil
 	})
 	t.Logf("evicted %v after the trigger", time.Since(start))

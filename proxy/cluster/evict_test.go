@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/evict"
 	"github.com/stowage/stowage/storage/evict/lead"
 	"github.com/stowage/stowage/storage/usage"
@@ -278,14 +276,7 @@ func TestRedisEvictReconcile(t *testing.T) {
 // ErrUnavailable (the engine then evicts locally), through the breaker.
 func TestRedisEvictUnavailable(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // nothing listens there any more
-	c := NewRedisClient(addr, "", 0, 200*time.Millisecond)
-	t.Cleanup(func() { _ = c.Close() })
+	c := refusingRedis(t, 200*time.Millisecond)
 	r := newEvictState(t, newLeases(t, c, testPrefix(t), time.Second))
 	ctx := t.Context()
 	start := time.Now()
@@ -306,49 +297,24 @@ func TestRedisEvictUnavailable(t *testing.T) {
 // view, as without a cluster: its role is Local and the cap holds.
 func TestEvictEngineFallsBackToLocalWithoutRedis(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	c := NewRedisClient(addr, "", 0, 100*time.Millisecond)
-	t.Cleanup(func() { _ = c.Close() })
+	c := refusingRedis(t, 100*time.Millisecond)
 	leases := newLeases(t, c, testPrefix(t), time.Second, WithBackoff(200*time.Millisecond))
 	r := newEvictState(t, leases)
 	ld, err := lead.New(r, time.Second, lead.WithInterval(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.NewInMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store := newMemStore(t)
 	eng, err := evict.New(store, evict.Policy{MaxSize: 250},
 		evict.WithCluster(ld, r, 50*time.Millisecond), evict.WithIntervals(50*time.Millisecond, time.Minute, time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runEngine(t, eng)
 	<-eng.Index().Ready()
 	var ds []digest.Digest
 	for i := range 3 {
-		body := []byte(fmt.Sprintf("%0100d", i))
-		d := digest.FromBytes(body)
-		st, err := store.NewStaging(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.File.Write(body); err != nil {
-			t.Fatal(err)
-		}
-		if err := store.CommitBlob(ctx, d, st); err != nil {
-			t.Fatal(err)
-		}
+		d := commitBlob(t, store, []byte(fmt.Sprintf("%0100d", i)))
 		eng.Added(d, 100)
 		ds = append(ds, d)
 		time.Sleep(10 * time.Millisecond) // distinct commit times
@@ -364,7 +330,7 @@ func TestEvictEngineFallsBackToLocalWithoutRedis(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := store.StatBlob(ctx, ds[0]); err == nil {
+	if _, err := store.StatBlob(t.Context(), ds[0]); err == nil {
 		t.Error("the least recently used blob is still there")
 	}
 }

@@ -6,6 +6,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // hangingRedis is a "Redis" that accepts every connection and never
@@ -47,6 +51,19 @@ func (h *hangingRedis) close() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// client returns a client whose every connection goes to h, its commands
+// bounded by timeout. The client and then h are closed when the test ends
+// (inside a synctest bubble: before the bubble exits).
+func (h *hangingRedis) client(t *testing.T, timeout time.Duration) *redis.Client {
+	t.Helper()
+	opt := clientOptions("127.0.0.1:1", "", 0, timeout) // an IP: no DNS inside a bubble
+	opt.Dialer = h.dial
+	c := redis.NewClient(opt)
+	t.Cleanup(h.close)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // countingHandler counts log records by level.

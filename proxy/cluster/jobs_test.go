@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/stowage/stowage/proxy/internal/jobclaim"
 )
 
@@ -173,11 +171,7 @@ func TestRedisJobsLifecycle(t *testing.T) {
 // answering as if the list were empty.
 func TestRedisJobsUnavailable(t *testing.T) {
 	h := &hangingRedis{}
-	opt := clientOptions("127.0.0.1:1", "", 0, 200*time.Millisecond)
-	opt.Dialer = h.dial
-	c := redis.NewClient(opt)
-	defer h.close()
-	defer c.Close()
+	c := h.client(t, 200*time.Millisecond)
 	l := newLeases(t, c, testPrefix(t), time.Second, WithTimeout(200*time.Millisecond))
 	j := newJobs(t, l, time.Second)
 	ctx := t.Context()

@@ -36,6 +36,27 @@ func needRedis(t *testing.T) *redis.Client {
 	return c
 }
 
+// closedAddr returns a loopback address nothing listens on any more.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// refusingRedis returns a client of a Redis that refuses connections
+// (a closed loopback port), closed when the test ends.
+func refusingRedis(t *testing.T, timeout time.Duration) *redis.Client {
+	t.Helper()
+	c := NewRedisClient(closedAddr(t), "", 0, timeout)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func testPrefix(t *testing.T) string {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
@@ -193,11 +214,7 @@ func TestNewRedisLeasesErrors(t *testing.T) {
 func TestRedisLeasesHangingRedis(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hangingRedis{}
-		opt := clientOptions("127.0.0.1:1", "", 0, 300*time.Millisecond) // an IP: no DNS inside the bubble
-		opt.Dialer = h.dial
-		c := redis.NewClient(opt)
-		defer h.close()
-		defer c.Close()
+		c := h.client(t, 300*time.Millisecond)
 		reg := prometheus.NewRegistry()
 		l := newLeases(t, c, "p:", 30*time.Second, WithTimeout(300*time.Millisecond),
 			WithBackoff(5*time.Second), WithMetrics(reg))
@@ -305,13 +322,7 @@ func TestRedisLeasesHangAfterAcquire(t *testing.T) {
 // cluster coordination resumes with the first probe after the window.
 func TestRedisLeasesRefusedThenBack(t *testing.T) {
 	needRedis(t)
-	// A port with nothing listening.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
+	closed := closedAddr(t)
 
 	var down atomic.Bool
 	down.Store(true)

@@ -103,11 +103,7 @@ func TestRedisTagsShareAndPublish(t *testing.T) {
 func TestRedisTagsHangingRedis(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &hangingRedis{}
-		opt := clientOptions("127.0.0.1:1", "", 0, 300*time.Millisecond)
-		opt.Dialer = h.dial
-		c := redis.NewClient(opt)
-		defer h.close()
-		defer c.Close()
+		c := h.client(t, 300*time.Millisecond)
 		l := newLeases(t, c, "p:", 30*time.Second, WithTimeout(300*time.Millisecond), WithBackoff(5*time.Second))
 		tg, err := NewRedisTags(l)
 		if err != nil {

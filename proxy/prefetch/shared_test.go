@@ -48,6 +48,13 @@ func newReplicaWith(t *testing.T, up *testenv.Registry, root string, rc redis.Un
 		t.Fatal(err)
 	}
 	js.SetMaxPending(maxPending)
+	return shareAndServe(t, js, redisJobs(t, rc, prefix, opts...))
+}
+
+// redisJobs returns the job list shared in the Redis of rc under prefix
+// (leases of 30 s, job leases of 3 s).
+func redisJobs(t *testing.T, rc redis.UniversalClient, prefix string, opts ...cluster.Option) *cluster.RedisJobs {
+	t.Helper()
 	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +63,13 @@ func newReplicaWith(t *testing.T, up *testenv.Registry, root string, rc redis.Un
 	if err != nil {
 		t.Fatal(err)
 	}
+	return shared
+}
+
+// shareAndServe makes js share its job list through shared and serves its
+// admin API over HTTP until the test ends.
+func shareAndServe(t *testing.T, js *prefetch.Jobs, shared *cluster.RedisJobs) *replica {
+	t.Helper()
 	js.Share(shared)
 	t.Cleanup(js.Close)
 	h, err := prefetch.NewAdminHandler(js, prefetch.AdminOptions{Token: sharedToken})
@@ -65,6 +79,12 @@ func newReplicaWith(t *testing.T, up *testenv.Registry, root string, rc redis.Un
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &replica{jobs: js, url: srv.URL}
+}
+
+// jobList is the answer of GET /api/v1/prefetch.
+type jobList struct {
+	Jobs    []prefetch.Job `json:"jobs"`
+	Warning string         `json:"warning"`
 }
 
 // acall does one admin request and decodes the JSON answer.
@@ -157,10 +177,7 @@ func TestSharedJobsAcrossReplicas(t *testing.T) {
 		return j.State == prefetch.JobRunning && j.Progress.BytesDone > 0 && j.Runner != ""
 	})
 	t.Logf("B sees job %s run by %s: %d of %d bytes", j.ID, running.Runner, running.Progress.BytesDone, running.Progress.BytesPlanned)
-	var list struct {
-		Jobs    []prefetch.Job `json:"jobs"`
-		Warning string         `json:"warning"`
-	}
+	var list jobList
 	if acall(t, http.MethodGet, c.url+"/api/v1/prefetch", "", &list); len(list.Jobs) != 1 || list.Jobs[0].ID != j.ID || list.Warning != "" {
 		t.Fatalf("list on C: %+v", list)
 	}
@@ -238,23 +255,7 @@ func TestSharedJobsRedisUnreachable(t *testing.T) {
 	_ = ln.Close()
 	rc := cluster.NewRedisClient(addr, "", 0, 200*time.Millisecond)
 	t.Cleanup(func() { _ = rc.Close() })
-	l, err := cluster.NewRedisLeases(rc, "p:", 30*time.Second, cluster.WithTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared, err := cluster.NewRedisJobs(l, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js.Share(shared)
-	t.Cleanup(js.Close)
-	h, err := prefetch.NewAdminHandler(js, prefetch.AdminOptions{Token: sharedToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	r := &replica{jobs: js, url: srv.URL}
+	r := shareAndServe(t, js, redisJobs(t, rc, "p:", cluster.WithTimeout(200*time.Millisecond)))
 
 	var j prefetch.Job
 	if code := acall(t, http.MethodPost, r.url+"/api/v1/prefetch", refs[0], &j); code != http.StatusAccepted {
@@ -264,10 +265,7 @@ func TestSharedJobsRedisUnreachable(t *testing.T) {
 	if done.State != prefetch.JobSucceeded || !done.Complete {
 		t.Fatalf("local job: %s complete=%v %q", done.State, done.Complete, done.Error)
 	}
-	var list struct {
-		Jobs    []prefetch.Job `json:"jobs"`
-		Warning string         `json:"warning"`
-	}
+	var list jobList
 	acall(t, http.MethodGet, r.url+"/api/v1/prefetch", "", &list)
 	if len(list.Jobs) != 1 || !strings.Contains(list.Warning, "shared job list") {
 		t.Fatalf("list: %+v", list)
@@ -312,10 +310,7 @@ func TestSharedJobsRedisStops(t *testing.T) {
 
 	srv.Stop()
 	stopped := time.Now()
-	var list struct {
-		Jobs    []prefetch.Job `json:"jobs"`
-		Warning string         `json:"warning"`
-	}
+	var list jobList
 	start := time.Now()
 	if code := acall(t, http.MethodGet, b.url+"/api/v1/prefetch", "", &list); code != http.StatusOK || list.Warning == "" {
 		t.Fatalf("list on B with Redis stopped: %d %+v", code, list)
@@ -370,14 +365,7 @@ func TestSharedJobUnreadableRequest(t *testing.T) {
 	rc, prefix := testenv.Redis(t)
 	dropKeys(t, rc, prefix)
 	a := newReplicaWith(t, up, t.TempDir(), rc, prefix, 1, 4)
-	l, err := cluster.NewRedisLeases(rc, prefix, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writer, err := cluster.NewRedisJobs(l, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	writer := redisJobs(t, rc, prefix)
 	if ok, err := writer.Add(t.Context(), "0123456789abcdef", time.Now(), []byte(`{"id":"0123456789abcdef","name":"old","state":"queued"}`),
 		[]byte(`{"lists":[{"name":"x","rules":[{"kind":1,"pattern":"("}]}]}`), 0); !ok || err != nil {
 		t.Fatalf("Add: %v %v", ok, err)

@@ -164,6 +164,24 @@ func (r *replica) drop(id string) {
 	delete(r.holds, id)
 }
 
+// takeAll removes every hold from r and returns them.
+func (r *replica) takeAll() map[string]*Hold {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	holds := r.holds
+	r.holds = map[string]*Hold{}
+	return holds
+}
+
+// die stops r as its process dying would: its heartbeats stop, nothing is
+// released.
+func (r *replica) die() {
+	for _, h := range r.takeAll() {
+		h.Stop()
+	}
+	r.cancel()
+}
+
 type world struct {
 	t    *testing.T
 	m    *memStore
@@ -209,17 +227,7 @@ func sleep(d time.Duration) step {
 // kill: the replica's process dies: its heartbeats stop, nothing is
 // released.
 func kill(r string) step {
-	return step{"kill " + r, func(w *world) {
-		rep := w.reps[r]
-		rep.mu.Lock()
-		holds := maps.Clone(rep.holds)
-		rep.holds = map[string]*Hold{}
-		rep.mu.Unlock()
-		for _, h := range holds {
-			h.Stop()
-		}
-		rep.cancel()
-	}}
+	return step{"kill " + r, func(w *world) { w.reps[r].die() }}
 }
 
 func cancelJob(id string) step {
@@ -254,12 +262,7 @@ func finish(r, id string, wantRecorded bool) step {
 // release: replica r shuts down and gives its jobs back.
 func release(r string) step {
 	return step{"release " + r, func(w *world) {
-		rep := w.reps[r]
-		rep.mu.Lock()
-		holds := maps.Clone(rep.holds)
-		rep.holds = map[string]*Hold{}
-		rep.mu.Unlock()
-		for _, h := range holds {
+		for _, h := range w.reps[r].takeAll() {
 			if err := h.Release(context.Background()); err != nil {
 				w.t.Errorf("release: %v", err)
 			}
@@ -369,13 +372,7 @@ func TestClaimSteps(t *testing.T) {
 					}
 				}
 				for _, r := range w.reps {
-					r.mu.Lock()
-					holds := maps.Clone(r.holds)
-					r.mu.Unlock()
-					for _, h := range holds {
-						h.Stop()
-					}
-					r.cancel()
+					r.die()
 				}
 			})
 		})
