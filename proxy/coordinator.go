@@ -169,9 +169,7 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 						return errCommittedMeanwhile
 					}
 				}
-				err := p.followPeer(ctx, f, sg, fl, cacheRepo)
-				p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
-				return err
+				return p.followPeer(ctx, f, sg, fl, cacheRepo)
 			}
 			var err error
 			if fresh {
@@ -180,6 +178,11 @@ func (p *Proxy) waitOwner(ctx context.Context, f *fill.Fill, sg *staged, key, ca
 				err = askFresh(ctx, ask)
 			} else {
 				err = ask()
+			}
+			// One outcome per stream of the fill, however many asks a
+			// fresh owner took.
+			if !errors.Is(err, errCommittedMeanwhile) {
+				p.peer.streams.WithLabelValues(streamOutcome(err)).Inc()
 			}
 			switch {
 			case err == nil:
