@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -37,11 +38,70 @@ var ErrUnavailable = errors.New("cluster: redis unavailable")
 // set and the totals together, and is idempotent: a commit applied twice
 // counts once, a removal of an unknown digest does nothing, an access
 // older than the recorded one is ignored.
+//
+// Times are kept on Redis's clock: each replica measures how far its own
+// clock is off Redis's (clockOff) and shifts the times it writes and reads
+// by that much, so a replica whose clock is off does not make the blobs it
+// caches and serves look old (or new) to the one that evicts.
 type RedisEvict struct {
 	l                                 *RedisLeases
 	lease, wanted                     string
 	hash, lru, bytes, objects, seeded string
 	keys                              []string
+	// now is this replica's clock (time.Now; a test's skewed one).
+	now func() time.Time
+
+	offMu sync.Mutex
+	// off is Redis's clock minus this replica's, in whole seconds; 0
+	// while within clockTolerance. measured: when it was last measured.
+	off      time.Duration
+	measured time.Time
+}
+
+// clockTolerance is how far this replica's clock may be off Redis's before
+// its times are shifted: the view keeps whole seconds, and a measurement
+// jitters by a round trip. clockRemeasure bounds how often it is measured
+// (a pass removes blobs one call each).
+const (
+	clockTolerance = 2 * time.Second
+	clockRemeasure = time.Second
+)
+
+// clockOff measures, at most once per clockRemeasure, how far Redis's
+// clock is ahead of this replica's (TIME), and returns the offset in use.
+// It changes only when a measurement differs by clockTolerance or more, so
+// that times read before and after a measurement compare alike.
+func (r *RedisEvict) clockOff(ctx context.Context) (time.Duration, error) {
+	r.offMu.Lock()
+	off, fresh := r.off, !r.measured.IsZero() && r.now().Sub(r.measured) < clockRemeasure
+	r.offMu.Unlock()
+	if fresh {
+		return off, nil
+	}
+	var m time.Duration
+	err := r.do(ctx, func(ctx context.Context) error {
+		before := r.now()
+		t, err := r.l.c.Time(ctx).Result()
+		if err != nil {
+			return err
+		}
+		after := r.now()
+		m = t.Sub(before.Add(after.Sub(before) / 2))
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	r.offMu.Lock()
+	defer r.offMu.Unlock()
+	if d := m - r.off; d >= clockTolerance || d <= -clockTolerance {
+		r.off = m.Round(time.Second)
+		if r.off < clockTolerance && r.off > -clockTolerance {
+			r.off = 0
+		}
+	}
+	r.measured = r.now()
+	return r.off, nil
 }
 
 var (
@@ -57,7 +117,7 @@ func NewRedisEvict(l *RedisLeases) (*RedisEvict, error) {
 	}
 	p := l.prefix
 	r := &RedisEvict{l: l, lease: p + "evict", wanted: p + "evict:wanted",
-		hash: p + "usage", lru: p + "usage:lru", bytes: p + "usage:bytes", objects: p + "usage:objects", seeded: p + "usage:seeded"}
+		hash: p + "usage", lru: p + "usage:lru", bytes: p + "usage:bytes", objects: p + "usage:objects", seeded: p + "usage:seeded", now: time.Now}
 	r.keys = []string{r.hash, r.lru, r.bytes, r.objects, r.seeded}
 	return r, nil
 }
@@ -204,6 +264,10 @@ func (r *RedisEvict) Apply(ctx context.Context, c evict.Changes) (evict.Totals, 
 		kind byte // 'r', 'a', 't'
 		args []any
 	}
+	off, err := r.clockOff(ctx)
+	if err != nil {
+		return evict.Totals{}, err
+	}
 	var items []item
 	for _, d := range c.Removed {
 		items = append(items, item{'r', []any{d.String()}})
@@ -213,10 +277,10 @@ func (r *RedisEvict) Apply(ctx context.Context, c evict.Changes) (evict.Totals, 
 		if b.Manifest {
 			m = "m"
 		}
-		items = append(items, item{'a', []any{b.Digest.String(), b.Size, b.Cached.Unix(), m}})
+		items = append(items, item{'a', []any{b.Digest.String(), b.Size, b.Cached.Add(off).Unix(), m}})
 	}
 	for d, t := range c.Touched {
-		items = append(items, item{'t', []any{d.String(), t.Unix()}})
+		items = append(items, item{'t', []any{d.String(), t.Add(off).Unix()}})
 	}
 	lost := c.Lost
 	var tot evict.Totals
@@ -238,7 +302,6 @@ func (r *RedisEvict) Apply(ctx context.Context, c evict.Changes) (evict.Totals, 
 		}
 		argv := []any{flag(lost), len(rm), len(add) / 4}
 		argv = append(append(append(argv, rm...), add...), touch...)
-		var err error
 		if tot, err = r.run(ctx, applyScript, argv...); err != nil {
 			return evict.Totals{}, err
 		}
@@ -273,15 +336,22 @@ func (r *RedisEvict) run(ctx context.Context, s *redis.Script, argv ...any) (evi
 
 // Totals implements evict.Shared.
 func (r *RedisEvict) Totals(ctx context.Context) (evict.Totals, error) {
+	if _, err := r.clockOff(ctx); err != nil { // measured at each sync
+		return evict.Totals{}, err
+	}
 	return r.run(ctx, totalsScript)
 }
 
 // Oldest implements evict.Shared.
 func (r *RedisEvict) Oldest(ctx context.Context, until time.Time, offset, n int) ([]usage.Blob, error) {
+	off, err := r.clockOff(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []usage.Blob
-	err := r.do(ctx, func(ctx context.Context) error {
+	err = r.do(ctx, func(ctx context.Context) error {
 		zs, err := r.l.c.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-			Key: r.lru, Start: "-inf", Stop: strconv.FormatInt(until.Unix(), 10),
+			Key: r.lru, Start: "-inf", Stop: strconv.FormatInt(until.Add(off).Unix(), 10),
 			ByScore: true, Offset: int64(offset), Count: int64(n),
 		}).Result()
 		if err != nil || len(zs) == 0 {
@@ -302,8 +372,8 @@ func (r *RedisEvict) Oldest(ctx context.Context, until time.Time, offset, n int)
 			if derr != nil || !ok || manifest {
 				continue // removed meanwhile, or not a blob: nothing to evict
 			}
-			out = append(out, usage.Blob{Digest: d, Size: size, Cached: time.Unix(cached, 0),
-				LastUsed: time.Unix(int64(z.Score), 0)})
+			out = append(out, usage.Blob{Digest: d, Size: size, Cached: time.Unix(cached, 0).Add(-off),
+				LastUsed: time.Unix(int64(z.Score), 0).Add(-off)})
 		}
 		return nil
 	})
@@ -327,12 +397,16 @@ func (r *RedisEvict) LastUsed(ctx context.Context, d digest.Digest) (time.Time, 
 		at    time.Time
 		known bool
 	)
-	err := r.do(ctx, func(ctx context.Context) error {
+	off, err := r.clockOff(ctx)
+	if err != nil {
+		return at, known, err
+	}
+	err = r.do(ctx, func(ctx context.Context) error {
 		s, err := r.l.c.ZScore(ctx, r.lru, d.String()).Result()
 		if errors.Is(err, redis.Nil) {
 			return nil
 		}
-		at, known = time.Unix(int64(s), 0), err == nil
+		at, known = time.Unix(int64(s), 0).Add(-off), err == nil
 		return err
 	})
 	return at, known, err
@@ -360,7 +434,11 @@ func (r *RedisEvict) Reconcile(ctx context.Context, started time.Time, blobs []u
 	if _, err := r.Apply(ctx, evict.Changes{Added: blobs}); err != nil {
 		return err
 	}
-	cutoff := started.Add(-reconcileMargin).Unix()
+	off, err := r.clockOff(ctx)
+	if err != nil {
+		return err
+	}
+	cutoff := started.Add(off - reconcileMargin).Unix()
 	var stale []digest.Digest
 	var cursor uint64
 	// Bounded: HSCAN ends in a number of calls proportional to the hash.
@@ -394,6 +472,6 @@ func (r *RedisEvict) Reconcile(ctx context.Context, started time.Time, blobs []u
 			return err
 		}
 	}
-	_, err := r.run(ctx, recountScript, time.Now().Unix())
+	_, err = r.run(ctx, recountScript, r.now().Add(off).Unix())
 	return err
 }
