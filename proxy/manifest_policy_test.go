@@ -409,3 +409,36 @@ func TestManifestServedWhenStoreFails(t *testing.T) {
 		t.Fatalf("store failures counted: %v", n)
 	}
 }
+
+// TestTagTimeInTheFutureIsRevalidated: a time record far ahead of this
+// replica's clock (written by a replica whose clock ran a year fast, or
+// before a clock was set back) does not keep the tag fresh: the tag is
+// revalidated and follows the upstream. Before, the negative age counted
+// as fresh until the future time plus the TTL, so the tag kept serving its
+// old digest without ever asking the upstream.
+func TestTagTimeInTheFutureIsRevalidated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	a, b := testenv.DockerImage(t, 1, 256), testenv.DockerImage(t, 1, 256)
+	e.up.Push(t, "library/app:v1", a)
+	e.up.Push(t, "library/app:v2", a)
+	e.pullTag(t, "library/app:v1", manifestDigest(t, a))
+	e.pullTag(t, "library/app:v2", manifestDigest(t, a))
+	e.up.Push(t, "library/app:v1", b)
+	e.up.Push(t, "library/app:v2", b)
+	ctx := t.Context()
+	// v1: a year ahead; v2: a few seconds ahead (clocks a little apart),
+	// still fresh.
+	for tag, ahead := range map[string]time.Duration{"v1": 365 * 24 * time.Hour, "v2": 5 * time.Second} {
+		if err := e.store.TouchTag(ctx, "docker.io/library/app", tag, manifestDigest(t, a), e.clock.Now().Add(ahead)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(6 * time.Second) // past the memory lifetime, within the TTL
+	e.up.ResetCounts()
+	e.pullTag(t, "library/app:v1", manifestDigest(t, b))
+	e.pullTag(t, "library/app:v2", manifestDigest(t, a))
+	if n := e.up.Count(testenv.ManifestHead); n != 1 {
+		t.Fatalf("upstream HEADs = %d, want 1 (v1 only)", n)
+	}
+}

@@ -77,15 +77,26 @@ func (p *Proxy) manifestByTag(ctx context.Context, q *request) (*resolvedManifes
 	return p.localManifest(ctx, q, local)
 }
 
+// tagClockSkew is how far ahead of this replica's clock a tag's time
+// record may be and still count: replicas' clocks differ a little.
+const tagClockSkew = time.Minute
+
 // tagFresh: younger than the TTL, or written by something other than
 // Stowage (a stock registry on the same root: no time record at all), which
 // has nothing to revalidate against. A tag whose time record exists but
-// cannot be read is stale.
+// cannot be read is stale, and so is one whose time lies more than
+// tagClockSkew ahead (written by a replica whose clock ran fast, or before
+// the clock was set back): it would otherwise stay fresh, never asked
+// about, until that time plus the TTL.
 func (p *Proxy) tagFresh(t storage.Tag) bool {
 	if t.TimeUnreadable {
 		return false
 	}
-	return t.FetchedAt.IsZero() || p.now().Sub(t.FetchedAt) < p.cfg.Cache.TagTTL
+	if t.FetchedAt.IsZero() {
+		return true
+	}
+	age := p.now().Sub(t.FetchedAt)
+	return age >= -tagClockSkew && age < p.cfg.Cache.TagTTL
 }
 
 // upstreamRefused reports whether err is the registry's own refusal (the
