@@ -340,10 +340,17 @@ func TestSharedJobsRedisStops(t *testing.T) {
 	srv.Cont()
 
 	end := waitShared(t, b, j.ID, "ended", func(j prefetch.Job) bool { return j.State.Done() })
-	if end.State != prefetch.JobSucceeded || !end.Complete || end.Runs != 1 || end.Runner != running.Runner {
+	// Redis kept its clock while stopped, so the job's lease has expired
+	// when it answers again: the runner's heartbeat takes it back, or the
+	// other replica's claim loop is first and resumes the job (the first
+	// runner then stops). Either way it ends once, succeeded and complete.
+	kept := end.Runs == 1 && end.Runner == running.Runner
+	resumed := end.Runs == 2 && end.Runner != running.Runner
+	if end.State != prefetch.JobSucceeded || !end.Complete || !(kept || resumed) {
 		t.Fatalf("after Redis came back: %s complete=%v runs=%d runner=%q (was %q) %q",
 			end.State, end.Complete, end.Runs, end.Runner, running.Runner, end.Error)
 	}
+	t.Logf("after Redis came back: runs=%d, kept by its runner: %v", end.Runs, kept)
 	// The breaker lets one call probe at a time: the warning goes within
 	// a few of its windows.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
