@@ -346,7 +346,7 @@ func TestSharedJobsRedisStops(t *testing.T) {
 	// runner then stops). Either way it ends once, succeeded and complete.
 	kept := end.Runs == 1 && end.Runner == running.Runner
 	resumed := end.Runs == 2 && end.Runner != running.Runner
-	if end.State != prefetch.JobSucceeded || !end.Complete || !(kept || resumed) {
+	if end.State != prefetch.JobSucceeded || !end.Complete || (!kept && !resumed) {
 		t.Fatalf("after Redis came back: %s complete=%v runs=%d runner=%q (was %q) %q",
 			end.State, end.Complete, end.Runs, end.Runner, running.Runner, end.Error)
 	}
