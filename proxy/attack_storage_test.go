@@ -138,15 +138,7 @@ func TestAttackStagingVanishes(t *testing.T) {
 func TestAttackCommitFailsWhileJoining(t *testing.T) {
 	t.Parallel()
 	const size = 1 << 20
-	root := t.TempDir()
-	var fd *storagetest.FaultDriver
-	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
-		fd = storagetest.NewFaultDriver(d)
-		return fd
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, store, fd := faultStore(t)
 	e := newEnv(t, envOptions{root: root, store: store, configure: func(c *config.Config) { c.Cache.Fill.MinRate = 0 }})
 	d, blob := e.seedRead("library/commitfail:v1", size, 132)
 	fd.Inject(storagetest.Fault{Op: storagetest.OpMove, Path: d.Encoded(), Delay: 3 * time.Second, Err: storagetest.ErrNoSpace, Count: 1})
@@ -190,15 +182,7 @@ func TestAttackCommitFailsWhileJoining(t *testing.T) {
 func TestAttackCancelDuringCommit(t *testing.T) {
 	t.Parallel()
 	const size = 1 << 20
-	root := t.TempDir()
-	var fd *storagetest.FaultDriver
-	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
-		fd = storagetest.NewFaultDriver(d)
-		return fd
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, store, fd := faultStore(t)
 	e := newEnv(t, envOptions{root: root, store: store})
 	d, blob := e.seedRead("library/latecancel:v1", size, 133)
 	fd.Inject(storagetest.Fault{Op: storagetest.OpMove, Path: d.Encoded(), Delay: time.Minute, Count: 1})
@@ -223,4 +207,19 @@ func TestAttackCancelDuringCommit(t *testing.T) {
 	if n := e.up.Count(testenv.BlobGet); n != 1 {
 		t.Errorf("upstream blob GETs = %d, want 1", n)
 	}
+}
+
+// faultStore is a filesystem store on a fresh root whose driver injects
+// the faults given to fd.
+func faultStore(t *testing.T) (root string, store *storage.Store, fd *storagetest.FaultDriver) {
+	t.Helper()
+	root = t.TempDir()
+	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
+		fd = storagetest.NewFaultDriver(d)
+		return fd
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, store, fd
 }

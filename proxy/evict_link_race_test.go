@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	driver "github.com/distribution/distribution/v3/registry/storage/driver"
-
 	"github.com/stowage/stowage/proxy/internal/testenv"
-	"github.com/stowage/stowage/storage"
 	"github.com/stowage/stowage/storage/storagetest"
 )
 
@@ -28,15 +25,7 @@ func TestHitDuringEvictionLeavesNoDanglingLink(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const size = 256 << 10
-	root := t.TempDir()
-	var fd *storagetest.FaultDriver
-	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
-		fd = storagetest.NewFaultDriver(d)
-		return fd
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, store, fd := faultStore(t)
 	e := newEnv(t, envOptions{root: root, store: store})
 	d, blob := e.seedRead("library/hitrace:v1", size, 141)
 	const cacheRepo = "docker.io/library/hitrace"
@@ -101,15 +90,7 @@ func TestHitFullDiskLinkServes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const size = 128 << 10
-	root := t.TempDir()
-	var fd *storagetest.FaultDriver
-	store, err := storage.NewFilesystem(root, storage.WithDriverWrapper(func(d driver.StorageDriver) driver.StorageDriver {
-		fd = storagetest.NewFaultDriver(d)
-		return fd
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, store, fd := faultStore(t)
 	e := newEnv(t, envOptions{root: root, store: store})
 	d, blob := e.seedRead("library/linkfull-a:v1", size, 142)
 	e.seedBlob("library/linkfull-b:v1", size, 142) // the same layer in another repository

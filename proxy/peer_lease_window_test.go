@@ -104,25 +104,7 @@ func TestPeerStreamFromLeaseOn(t *testing.T) {
 	release := func() { openGate.Do(func() { close(h.gate) }) }
 	t.Cleanup(release)
 
-	type result struct {
-		got digest.Digest
-		n   int64
-		err error
-	}
-	pullOn := func(e *env) chan result {
-		out := make(chan result, 1)
-		go func() {
-			pl, err := tryPull(t, e, d)
-			if err != nil {
-				out <- result{err: err}
-				return
-			}
-			defer pl.resp.Body.Close()
-			got, n, err := readAllHash(pl.resp.Body)
-			out <- result{got: got, n: n, err: err}
-		}()
-		return out
-	}
+	pullOn := func(e *env) chan pullResult { return pullAsync(t, e, d) }
 	onA := pullOn(a.env) // A takes the lease, then checks the store: held
 	select {
 	case <-h.held:
@@ -143,7 +125,7 @@ func TestPeerStreamFromLeaseOn(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	release()
-	for name, ch := range map[string]chan result{"A": onA, "B": onB} {
+	for name, ch := range map[string]chan pullResult{"A": onA, "B": onB} {
 		select {
 		case r := <-ch:
 			if r.err != nil || r.got != d || r.n != size {
@@ -307,25 +289,7 @@ func TestPeerAskFreshOwnerAgain(t *testing.T) {
 	a.up.SetFault(testenv.SlowBlobs(256<<10, 10*time.Millisecond))
 	a.up.ResetCounts()
 
-	type result struct {
-		got digest.Digest
-		n   int64
-		err error
-	}
-	pullOn := func(e *env) chan result {
-		out := make(chan result, 1)
-		go func() {
-			pl, err := tryPull(t, e, d)
-			if err != nil {
-				out <- result{err: err}
-				return
-			}
-			defer pl.resp.Body.Close()
-			got, n, err := readAllHash(pl.resp.Body)
-			out <- result{got: got, n: n, err: err}
-		}()
-		return out
-	}
+	pullOn := func(e *env) chan pullResult { return pullAsync(t, e, d) }
 	onA := pullOn(a.env) // A takes the lease and is held in the window
 	select {
 	case <-window.took:
@@ -333,7 +297,7 @@ func TestPeerAskFreshOwnerAgain(t *testing.T) {
 		t.Fatal("A did not take the lease")
 	}
 	onB := pullOn(b.env) // B reads A's lease and asks A: "no running fill"
-	for name, ch := range map[string]chan result{"A": onA, "B": onB} {
+	for name, ch := range map[string]chan pullResult{"A": onA, "B": onB} {
 		select {
 		case r := <-ch:
 			if r.err != nil || r.got != d || r.n != size {
@@ -372,3 +336,28 @@ func (w *statusNotifier) WriteHeader(code int) {
 }
 
 func (w *statusNotifier) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// pullResult is what pullAsync's client got: the digest and length of the
+// bytes it read, or why it could not.
+type pullResult struct {
+	got digest.Digest
+	n   int64
+	err error
+}
+
+// pullAsync pulls blob d from e in the background; the result arrives on
+// the channel.
+func pullAsync(t *testing.T, e *env, d digest.Digest) chan pullResult {
+	out := make(chan pullResult, 1)
+	go func() {
+		pl, err := tryPull(t, e, d)
+		if err != nil {
+			out <- pullResult{err: err}
+			return
+		}
+		defer pl.resp.Body.Close()
+		got, n, err := readAllHash(pl.resp.Body)
+		out <- pullResult{got: got, n: n, err: err}
+	}()
+	return out
+}

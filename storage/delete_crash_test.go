@@ -81,17 +81,7 @@ func TestKilledDeleteLeavesNoBrokenLink(t *testing.T) {
 	}
 	storage.Crash(dying)
 
-	after := newFS(t, root)
-	if err := after.CleanStaging(ctx); err != nil {
-		t.Fatal(err)
-	}
-	res, err := after.Verify(ctx, storage.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range res.Problems {
-		t.Errorf("after the kill: %s", p)
-	}
+	after := restartVerified(ctx, t, root, "after the kill: ")
 	if linked, err := after.BlobLinked(ctx, repo, d); err != nil || linked {
 		t.Errorf("the link survived the kill (linked %v, %v): the delete did not reach it", linked, err)
 	}
@@ -155,17 +145,7 @@ func TestKilledWriteLeavesNoEmptyDirectory(t *testing.T) {
 	}
 	storage.Crash(dying)
 
-	after := newFS(t, root)
-	if err := after.CleanStaging(ctx); err != nil {
-		t.Fatal(err)
-	}
-	res, err := after.Verify(ctx, storage.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range res.Problems {
-		t.Errorf("after the kill: %s", p)
-	}
+	restartVerified(ctx, t, root, "after the kill: ")
 	for _, p := range []string{
 		"docker/registry/v2/repositories/docker.io",
 		filepath.Dir(storage.BlobDataPath(other)),
@@ -229,4 +209,23 @@ func TestConcurrentNewDirectories(t *testing.T) {
 	for _, p := range res.Problems {
 		t.Errorf("verify: %s", p)
 	}
+}
+
+// restartVerified opens root again after a crash, as a restarted server
+// does (its start-up cleanup included), and reports every problem verify
+// finds, each after label.
+func restartVerified(ctx context.Context, t *testing.T, root, label string) *storage.Store {
+	t.Helper()
+	after := newFS(t, root)
+	if err := after.CleanStaging(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := after.Verify(ctx, storage.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range res.Problems {
+		t.Errorf("%s%s", label, p)
+	}
+	return after
 }

@@ -159,17 +159,7 @@ func killNewTag(t *testing.T, k int) bool {
 	}
 	storage.Crash(dying)
 
-	after := newFS(t, root)
-	if err := after.CleanStaging(ctx); err != nil {
-		t.Fatal(err)
-	}
-	res, err := after.Verify(ctx, storage.VerifyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range res.Problems {
-		t.Errorf("kill at write %d: verify: %s", k, p)
-	}
+	after := restartVerified(ctx, t, root, fmt.Sprintf("kill at write %d: verify: ", k))
 	for _, c := range []struct {
 		repo, tag string
 		err       error
