@@ -155,10 +155,13 @@ func TestClusterRetagSeenOnce(t *testing.T) {
 		t.Errorf("after the TTL, B asked the upstream %d times, want 0", n)
 	}
 
-	// B's in-memory copy fresh for B (its clock stays), A's stale: A sees
-	// the next retag and tells B, which drops its copy and reads A's.
+	// B's in-memory copy fresh for B, A's stale: A sees the next retag
+	// and tells B, which drops its copy and reads A's. B's clock moves
+	// too, staying within a minute of A's (a time record further ahead
+	// of a replica's clock counts as stale there).
 	a.seedBlob("library/moving:v1", 4<<10, 3)
 	a.clock.Advance(ttl + time.Second)
+	b.clock.Advance(ttl - 58*time.Second)
 	third := pullTag(t, a.env, "library/moving", "v1")
 	if third == second {
 		t.Fatal("the upstream retag was not seen by A")

@@ -205,11 +205,13 @@ func TestSharedJobsAcrossReplicas(t *testing.T) {
 	}
 
 	// The queue cap holds for the cluster: two jobs, whichever replica.
+	// The second one's image is one no job fetched yet (refs[0] may be
+	// cached whole by now, and a job of cached images ends at once).
 	var j2, j3 prefetch.Job
 	if code := acall(t, http.MethodPost, b.url+"/api/v1/prefetch?name=all", strings.Join(refs, "\n"), &j2); code != http.StatusAccepted {
 		t.Fatalf("POST on B: %d", code)
 	}
-	if code := acall(t, http.MethodPost, c.url+"/api/v1/prefetch?name=again", refs[0], &j3); code != http.StatusAccepted {
+	if code := acall(t, http.MethodPost, c.url+"/api/v1/prefetch?name=again", refs[3], &j3); code != http.StatusAccepted {
 		t.Fatalf("POST on C: %d", code)
 	}
 	if code := acall(t, http.MethodPost, a.url+"/api/v1/prefetch?name=third", refs[1], nil); code != http.StatusTooManyRequests {
